@@ -1,0 +1,276 @@
+"""Configuration: YAML files, ``_base_`` inheritance, dotted ``key=value`` overrides, validation.
+
+A config is a nested dict. Every valid key has a default in :data:`DEFAULTS`, except the keys
+under ``method.``, which belong to the chosen method and are validated by it
+(:meth:`tailcon.methods.Method.validate_config`). A key that is not known is an error that
+names it and the closest valid key, so a typo never silently trains something else.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import difflib
+import os
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config file, key or value is wrong; the message names it."""
+
+
+DEFAULTS: dict[str, Any] = {
+    "name": None,  # set from the config file name; used for the default run_dir
+    "seed": 0,
+    "run_dir": None,  # default: runs/<date>-<name>
+    "resume": None,  # a run directory or checkpoint to continue from
+    "device": "auto",  # auto | cpu | cuda | cuda:N | mps
+    "method": {"name": "ce"},
+    "data": {
+        "name": "digits_lt",  # digits_lt | cifar10_lt | cifar100_lt | list | folder
+        "root": None,
+        "download": False,
+        "imbalance_factor": 10,
+        "imbalance_profile": "exp",  # exp | step
+        "max_per_class": None,  # None: the dataset's own (5000 CIFAR-10, 500 CIFAR-100)
+        "subset_seed": 0,  # seed of the NumPy RNG that picks the kept images (spec 1.2)
+        "train_list": None,  # list datasets: files relative to root
+        "val_list": None,
+        "test_list": None,
+        "train_dir": "train",  # folder datasets: sub-folders of root
+        "val_dir": None,
+        "test_dir": "test",
+        "image_size": None,  # None: dataset default (32 CIFAR, 16 digits, 224 file datasets)
+        "resize_size": None,  # file datasets, test: resize short side (default image_size*256/224)
+        "mean": None,  # None: dataset default
+        "std": None,
+        "train_augment": "crop_flip",  # see tailcon.data.transforms.RECIPES
+        "batch_size": 128,
+        "eval_batch_size": 256,
+        "num_workers": 2,
+        "sampler": "instance",  # instance | class_balanced | sqrt
+        "drop_last": False,
+    },
+    "model": {
+        "backbone": "resnet32",
+        "classifier": "linear",  # linear | cosine
+        "cosine_scale": 30.0,
+        "zero_init_residual": False,
+    },
+    "optim": {
+        "name": "sgd",
+        "lr": 0.1,
+        "momentum": 0.9,
+        "nesterov": False,
+        "weight_decay": 5e-4,
+        "schedule": "cosine",  # cosine | step | constant
+        "warmup_epochs": 0,
+        "milestones": [160, 180],
+        "gamma": 0.1,
+    },
+    "train": {
+        "epochs": 200,
+        "amp": "none",  # none | bf16 | fp16
+        "channels_last": False,
+        "eval_every": 1,
+        "progress": True,  # progress bars (also off when stdout is not a TTY)
+        "deterministic": False,
+        "max_steps_per_epoch": None,  # debugging / smoke tests: cut epochs short
+        "log_every": 50,
+    },
+}
+
+# Values whose default is None but whose type is still known, for the type check.
+_TYPES: dict[str, tuple[type, ...]] = {
+    "data.root": (str,),
+    "data.max_per_class": (int,),
+    "data.image_size": (int,),
+    "data.resize_size": (int,),
+    "data.mean": (list,),
+    "data.std": (list,),
+    "train.max_steps_per_epoch": (int,),
+    "run_dir": (str,),
+    "resume": (str,),
+}
+
+
+def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``. Lists are values, not levels."""
+    out: dict[str, Any] = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and v:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def _set(cfg: dict, dotted: str, value: Any) -> None:
+    node = cfg
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        nxt = node.get(p)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[p] = nxt
+        node = nxt
+    node[parts[-1]] = value
+
+
+def get(cfg: Mapping[str, Any], dotted: str, default: Any = None) -> Any:
+    node: Any = cfg
+    for p in dotted.split("."):
+        if not isinstance(node, Mapping) or p not in node:
+            return default
+        node = node[p]
+    return node
+
+
+def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursive dict merge; ``update`` wins. Neither input is modified."""
+    out = copy.deepcopy(dict(base))
+    for k, v in update.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
+            out[k] = merge(out[k], v)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def parse_value(text: str) -> Any:
+    """Parse the right-hand side of ``key=value`` as YAML (``0.05``, ``true``, ``[160, 180]``)."""
+    if text == "":
+        return None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value (e.g. optim.lr=0.05)")
+        key, _, value = item.partition("=")
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"override {item!r} has an empty key")
+        _set(out, key, parse_value(value))
+    return out
+
+
+def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Read a YAML config, following ``_base_`` (a path relative to the file) recursively."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    if str(path.resolve()) in _seen:
+        raise ConfigError(f"config {path}: circular _base_ chain {' -> '.join(_seen)}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"config {path}: invalid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config {path}: the top level must be a mapping, got {type(data).__name__}")
+    base = data.pop("_base_", None)
+    if base is not None:
+        parent = load_yaml(path.parent / base, _seen + (str(path.resolve()),))
+        data = merge(parent, data)
+    return data
+
+
+def _suggest(key: str, valid: Iterable[str]) -> str:
+    close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
+    if not close:  # a right leaf under a wrong section, e.g. "lr" for "optim.lr"
+        leaf = key.rsplit(".", 1)[-1]
+        close = [v for v in valid if v.rsplit(".", 1)[-1] == leaf][:1]
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def check_keys(cfg: Mapping[str, Any], defaults: Mapping[str, Any], where: str = "") -> None:
+    """Raise :class:`ConfigError` for a key of ``cfg`` that has no default, or a value of the
+    wrong type (a string for a number or a bool: ``"False"`` must never mean True)."""
+    valid = flatten(defaults)
+    sections = {k.rsplit(".", i)[0] for k in valid for i in range(1, k.count(".") + 1)}
+    for key, value in flatten(cfg).items():
+        if key in valid:
+            _check_type(key, value, valid[key], where)
+        elif key in sections and value in ({}, None):
+            continue
+        elif not key.startswith("method."):
+            raise ConfigError(f"unknown config key '{where}{key}'{_suggest(key, valid)}")
+
+
+def _check_type(key: str, value: Any, default: Any, where: str) -> None:
+    if value is None:
+        return
+    expected: tuple[type, ...]
+    if isinstance(default, bool):
+        expected = (bool,)
+    elif isinstance(default, (int, float)):
+        expected = (int, float)
+    elif isinstance(default, str):
+        expected = (str,)
+    elif isinstance(default, list):
+        expected = (list, tuple)
+    elif key in _TYPES:
+        expected = _TYPES[key]
+        if expected == (int,):
+            expected = (int,)
+    else:
+        return
+    ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
+    if not ok:
+        names = "/".join(t.__name__ for t in expected)
+        raise ConfigError(f"config key '{where}{key}' must be {names}, got {value!r} ({type(value).__name__})")
+
+
+def default_run_dir(name: str | None) -> str:
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    return os.path.join("runs", f"{stamp}-{name or 'run'}")
+
+
+def config_name(path: str | os.PathLike) -> str:
+    """``configs/cifar10_lt/bcl.yaml`` -> ``cifar10_lt-bcl``."""
+    p = Path(path)
+    return f"{p.parent.name}-{p.stem}" if p.parent.name not in ("", ".", "configs") else p.stem
+
+
+def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
+            extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Defaults <- config file (with ``_base_``) <- ``extra`` <- ``key=value`` overrides.
+
+    Method keys are validated later by the method, which knows them.
+    """
+    cfg = copy.deepcopy(DEFAULTS)
+    if path is not None:
+        file_cfg = load_yaml(path)
+        check_keys(file_cfg, DEFAULTS, where="")
+        cfg = merge(cfg, file_cfg)
+        if not file_cfg.get("name"):
+            cfg["name"] = config_name(path)
+    if extra:
+        cfg = merge(cfg, extra)
+    over = parse_overrides(overrides)
+    check_keys(over, DEFAULTS)
+    cfg = merge(cfg, over)
+    if not cfg.get("name"):
+        cfg["name"] = "run"
+    return cfg
+
+
+def dump(cfg: Mapping[str, Any]) -> str:
+    return yaml.safe_dump(_plain(cfg), sort_keys=False)
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    return obj

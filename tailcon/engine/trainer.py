@@ -1,0 +1,320 @@
+"""The one training / evaluation loop every method plugs into.
+
+A method (tailcon.methods) supplies its model parts, the augmentation recipe of each view and a
+``training_step`` that returns its losses; this loop owns everything else: data loading,
+optimisation, mixed precision, schedules, evaluation, checkpoints, logs and resumption.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import sys
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from .. import config as C
+from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
+from ..data.build import DataBundle
+from ..methods import Method, get_method
+from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .logging import RunLogger
+from .metrics import format_report, shot_accuracy
+from .schedule import lr_at_epoch
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or infinite; the message says where and what to try."""
+
+
+def resolve_device(name: str) -> torch.device:
+    if name in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise C.ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
+    return dev
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _worker_init(_: int) -> None:
+    np.random.seed(torch.initial_seed() % 2**32)
+
+
+def autocast_context(device: torch.device, amp: str):
+    if amp in (None, "none"):
+        return nullcontext()
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+    if dtype is None:
+        raise C.ConfigError(f"train.amp={amp!r}; expected none, bf16 or fp16")
+    if amp == "fp16" and device.type != "cuda":
+        raise C.ConfigError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def build_method(cfg: Mapping[str, Any], data: DataBundle) -> Method:
+    return get_method(cfg["method"]["name"])(cfg, data)
+
+
+def _show_progress(cfg: Mapping[str, Any]) -> bool:
+    return bool(cfg["train"].get("progress", True)) and sys.stderr.isatty()
+
+
+@torch.no_grad()
+def predict(method: Method, dataset, cfg: Mapping[str, Any], device: torch.device,
+            desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+    """Argmax predictions and labels over a dataset (CPU tensors)."""
+    from tqdm.auto import tqdm
+
+    loader = DataLoader(dataset, batch_size=int(cfg["data"]["eval_batch_size"]), shuffle=False,
+                        num_workers=int(cfg["data"]["num_workers"]), pin_memory=device.type == "cuda")
+    was_training = method.training
+    method.eval()
+    preds, labels = [], []
+    fmt = torch.channels_last if cfg["train"].get("channels_last") else torch.contiguous_format
+    for images, y in tqdm(loader, desc=desc, leave=False, disable=not _show_progress(cfg)):
+        with autocast_context(device, cfg["train"].get("amp", "none")):
+            logits = method(images.to(device, non_blocking=True, memory_format=fmt))
+        preds.append(logits.argmax(dim=1))
+        labels.append(y)
+    method.train(was_training)
+    return torch.cat(preds).cpu(), torch.cat(labels)
+
+
+class Trainer:
+    def __init__(self, cfg: dict[str, Any]):
+        self.cfg = cfg
+        self.device = resolve_device(cfg.get("device", "auto"))
+        self.seed = int(cfg["seed"])
+        seed_everything(self.seed)
+        if cfg["train"].get("deterministic"):
+            torch.use_deterministic_algorithms(True, warn_only=True)
+        elif self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        self.data = build_data(cfg)
+        self.method = build_method(cfg, self.data)
+        cfg["method"] = {"name": self.method.name, **self.method.hparams}  # resolved, for config.yaml
+        info = self.data.info
+        self.data.train.transform = build_train_transform(self.method.view_recipes(), info)
+        eval_tf = build_eval_transform(info)
+        self.data.test.transform = eval_tf
+        if self.data.val is not None:
+            self.data.val.transform = eval_tf
+        self.memory_format = torch.channels_last if cfg["train"].get("channels_last") else torch.contiguous_format
+        self.method.to(self.device, memory_format=self.memory_format)
+        o = cfg["optim"]
+        if o["name"] != "sgd":
+            raise C.ConfigError(f"optim.name={o['name']!r}: only 'sgd' is implemented")
+        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=float(o["lr"]), momentum=float(o["momentum"]),
+                                         nesterov=bool(o["nesterov"]), weight_decay=float(o["weight_decay"]))
+        amp = cfg["train"].get("amp", "none")
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(amp == "fp16"))
+        self.run_dir = Path(cfg["run_dir"] or C.default_run_dir(cfg.get("name")))
+        cfg["run_dir"] = str(self.run_dir)
+        self.sampler = EpochSampler(self.data.train.targets, cfg["data"]["sampler"], seed=self.seed)
+        self.loader = DataLoader(self.data.train, batch_size=int(cfg["data"]["batch_size"]), sampler=self.sampler,
+                                 num_workers=int(cfg["data"]["num_workers"]), pin_memory=self.device.type == "cuda",
+                                 drop_last=bool(cfg["data"]["drop_last"]), worker_init_fn=_worker_init)
+        self.start_epoch = 0
+        self.best: Optional[dict[str, Any]] = None
+
+    # ---- state -----------------------------------------------------------------------------
+    def state_dict(self, epoch: int) -> dict[str, Any]:
+        return {"epoch": epoch, "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
+                "scaler": self.scaler.state_dict(), "best": self.best, "config": self.cfg,
+                "num_classes": self.data.num_classes, "classes": self.data.classes,
+                "cls_num_list": self.data.cls_num_list, "tailcon_format": 1}
+
+    def load_state(self, ckpt: Mapping[str, Any]) -> None:
+        self.method.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        self.start_epoch = int(ckpt["epoch"])
+        self.best = ckpt.get("best")
+
+    # ---- loop ------------------------------------------------------------------------------
+    def train_one_epoch(self, epoch: int, num_epochs: int) -> dict[str, float]:
+        from tqdm.auto import tqdm
+
+        t = self.cfg["train"]
+        self.method.train()
+        self.sampler.set_epoch(epoch)
+        max_steps = t.get("max_steps_per_epoch")
+        log_every = max(1, int(t.get("log_every", 50)))
+        sums: dict[str, torch.Tensor] = {}
+        seen = torch.zeros((), device=self.device)
+        total = len(self.loader) if not max_steps else min(len(self.loader), int(max_steps))
+        bar = tqdm(self.loader, total=total, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False,
+                   disable=not _show_progress(self.cfg), dynamic_ncols=True)
+        start, n_images = time.perf_counter(), 0
+        amp = autocast_context(self.device, t.get("amp", "none"))
+        for step, (views, labels) in enumerate(bar):
+            if step >= total:
+                break
+            if isinstance(views, torch.Tensor):
+                views = [views]
+            views = [v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in views]
+            labels = labels.to(self.device, non_blocking=True)
+            with amp:
+                losses = self.method.training_step(views, labels)
+            loss = losses["loss"]
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            bs = labels.shape[0]
+            n_images += bs
+            seen += bs
+            for k, v in losses.items():
+                sums[k] = sums.get(k, 0) + v.detach().float() * bs
+            if (step + 1) % log_every == 0 or step + 1 == total:  # the only host sync of the loop
+                value = float(loss.detach())
+                if not math.isfinite(value):
+                    parts = {k: float(v.detach()) for k, v in losses.items()}
+                    raise NonFiniteLossError(
+                        f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}. The last good checkpoint "
+                        f"is {self.run_dir / 'last.pt'}; try a lower optim.lr or train.amp=none")
+                bar.set_postfix(loss=f"{value:.4f}")
+        elapsed = time.perf_counter() - start
+        out = {k: float(v / seen) for k, v in sums.items()}
+        if not all(math.isfinite(v) for v in out.values()):
+            raise NonFiniteLossError(f"non-finite mean loss in epoch {epoch + 1}: {out}")
+        out.update(time_s=elapsed, images_per_s=n_images / max(elapsed, 1e-9), images=n_images)
+        return out
+
+    def evaluate(self, split: str = "test") -> dict[str, Any]:
+        dataset = {"test": self.data.test, "val": self.data.val}[split]
+        preds, labels = predict(self.method, dataset, self.cfg, self.device, desc=split)
+        return shot_accuracy(preds, labels, self.data.cls_num_list)
+
+    def fit(self) -> dict[str, Any]:
+        cfg, t = self.cfg, self.cfg["train"]
+        num_epochs = int(t["epochs"])
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", C.dump(cfg))
+        logger = RunLogger(self.run_dir)
+        logger.truncate_after(self.start_epoch)
+        selection = "val" if self.data.has_val else "test"
+        print(f"tailcon: method {self.method.name}, data {self.data.name} ({len(self.data.train)} train images, "
+              f"{self.data.num_classes} classes, counts {_counts_summary(self.data.cls_num_list)}), "
+              f"model {cfg['model']['backbone']}, {num_epochs} epochs on {self.device}; run dir {self.run_dir}")
+        if self.start_epoch:
+            print(f"tailcon: resuming after epoch {self.start_epoch}")
+        if selection == "test":
+            print("tailcon: this dataset has no validation split: best.pt is selected on the TEST split, "
+                  "and final-epoch figures are always reported too")
+        eval_every = max(1, int(t.get("eval_every", 1)))
+        final: Optional[dict[str, Any]] = None
+        try:
+            for epoch in range(self.start_epoch, num_epochs):
+                seed_everything(self.seed * 1_000_003 + epoch + 1)  # an epoch's draws do not depend on resuming
+                lr = lr_at_epoch(epoch, cfg["optim"], num_epochs)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                self.method.on_epoch_start(epoch, num_epochs)
+                stats = self.train_one_epoch(epoch, num_epochs)
+                record = {"epoch": epoch + 1, "lr": lr, **stats}
+                last = epoch + 1 == num_epochs
+                if (epoch + 1) % eval_every == 0 or last:
+                    if self.data.has_val:
+                        record["val"] = _summary(self.evaluate("val"))
+                    if not self.data.has_val or last:
+                        final = self.evaluate("test")
+                        record["test"] = _summary(final)
+                    score = record[selection]["top1"]
+                    if self.best is None or score > self.best["score"]:
+                        self.best = {"epoch": epoch + 1, "score": score, "selected_on": selection,
+                                     **{s: record[s] for s in ("val", "test") if s in record}}
+                        save_checkpoint(self.state_dict(epoch + 1), self.run_dir / "best.pt")
+                logger.log_epoch(record)
+                save_checkpoint(self.state_dict(epoch + 1), self.run_dir / "last.pt")
+                print(_epoch_line(record, num_epochs), flush=True)
+        finally:
+            logger.close()
+        if final is None:  # resumed a run that had already finished
+            final = self.evaluate("test")
+        results = {**final, "split": "test", "checkpoint": "last.pt", "epoch": num_epochs, "best": self.best}
+        atomic_write_text(self.run_dir / "results.json", json.dumps(results, indent=1))
+        rows = [(f"final epoch {num_epochs} (test)", final)]
+        if self.best is not None and "test" in self.best:
+            rows.append((f"best epoch {self.best['epoch']} (picked on {selection})", self.best["test"]))
+        print(format_report(rows, title=f"Results on the test split ({final['num_images']} images)"))
+        if selection == "test":
+            print("note: the 'best epoch' row is selected on the test split itself (no validation split); "
+                  "the final-epoch row is the unbiased figure")
+        return results
+
+
+def _summary(m: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: m[k] for k in ("top1", "many", "medium", "few")}
+
+
+def _counts_summary(counts) -> str:
+    return f"{max(counts)}..{min(counts)}" if counts else "-"
+
+
+def _epoch_line(r: Mapping[str, Any], num_epochs: int) -> str:
+    line = (f"epoch {r['epoch']:>3d}/{num_epochs} loss {r['loss']:.4f} lr {r['lr']:.4g} "
+            f"{r['time_s']:.1f}s {r['images_per_s']:.0f} img/s")
+    for split in ("val", "test"):
+        if split in r:
+            m = r[split]
+            line += f" | {split} top1 {m['top1']:.2f}"
+    return line
+
+
+def train(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint."""
+    resume = cfg.get("resume")
+    ckpt = None
+    if resume:
+        ckpt = load_checkpoint(resume)
+        rd = Path(resume) if Path(resume).is_dir() else Path(resume).parent
+        cfg["run_dir"] = str(rd)
+    trainer = Trainer(cfg)
+    if ckpt is not None:
+        trainer.load_state(ckpt)
+    return trainer.fit()
+
+
+def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides: tuple[str, ...] = (),
+                        which: str = "last") -> dict[str, Any]:
+    """Evaluate a run directory (its ``last.pt`` or ``best.pt``) or a checkpoint file, print the
+    report and write ``results.json`` next to the checkpoint."""
+    p = Path(path)
+    ckpt_path = p / f"{which}.pt" if p.is_dir() else p
+    ckpt = load_checkpoint(ckpt_path)
+    cfg = C.merge(ckpt["config"], C.parse_overrides(overrides))
+    device = resolve_device(cfg.get("device", "auto"))
+    data = build_data(cfg)
+    if split == "val" and data.val is None:
+        raise C.ConfigError(f"dataset {data.name!r} has no validation split")
+    method = build_method(cfg, data)
+    method.load_state_dict(ckpt["model"])
+    method.to(device)
+    dataset = data.val if split == "val" else data.test
+    dataset.transform = build_eval_transform(data.info)
+    preds, labels = predict(method, dataset, cfg, device, desc=split)
+    counts = ckpt.get("cls_num_list") or data.cls_num_list
+    m = shot_accuracy(preds, labels, counts)
+    results = {**m, "split": split, "checkpoint": ckpt_path.name, "epoch": ckpt["epoch"], "best": ckpt.get("best")}
+    atomic_write_text(ckpt_path.parent / "results.json", json.dumps(results, indent=1))
+    print(format_report([(f"{ckpt_path.name} epoch {ckpt['epoch']} ({split})", m)],
+                        title=f"{ckpt_path}: {split} split, {m['num_images']} images"))
+    best = ckpt.get("best")
+    if best and best.get("selected_on") == "test":
+        print("note: best.pt of this run was selected on the test split (the dataset has no validation split)")
+    return results

@@ -1,0 +1,92 @@
+"""Classification losses for long-tailed training: CE, logit-adjusted CE, balanced softmax,
+class-balanced (effective-number) CE."""
+
+from __future__ import annotations
+
+from typing import Sequence, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+Counts = Union[Sequence[int], torch.Tensor]
+
+
+def log_prior(cls_num_list: Counts, like: torch.Tensor) -> torch.Tensor:
+    """log(n_c / sum n) as a [C] tensor with the dtype and device of ``like``."""
+    n = torch.as_tensor(cls_num_list, device=like.device).to(like.dtype)
+    return torch.log(n / n.sum())
+
+
+def logit_adjusted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, cls_num_list: Counts,
+                                 tau: float = 1.0) -> torch.Tensor:
+    """Mean over the batch of CE(logits + tau * log(pi), labels) (spec 1.6).
+
+    logits [B, C] raw classifier outputs; labels [B]; cls_num_list [C] training counts.
+    The adjustment belongs to training only: predict with the raw logits.
+    """
+    return F.cross_entropy(logits + tau * log_prior(cls_num_list, logits), labels)
+
+
+def balanced_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, cls_num_list: Counts) -> torch.Tensor:
+    """Balanced Softmax (Ren et al. 2020): CE(logits + log n_c). Same optimum as logit
+    adjustment with tau = 1 (log n_c and log pi_c differ by a constant per row).
+    logits [B, C], labels [B]."""
+    n = torch.as_tensor(cls_num_list, device=logits.device).to(logits.dtype)
+    return F.cross_entropy(logits + torch.log(n), labels)
+
+
+def class_balanced_weights(cls_num_list: Counts, beta: float = 0.9999) -> torch.Tensor:
+    """Effective-number weights (Cui et al. 2019): w_c proportional to (1 - beta) / (1 - beta^n_c),
+    normalised to sum to C. Returns a float64 [C] tensor."""
+    n = torch.as_tensor(cls_num_list, dtype=torch.float64)
+    effective = (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n)) / (1.0 - beta) if beta > 0 \
+        else torch.ones_like(n)
+    w = 1.0 / effective
+    return w * len(n) / w.sum()
+
+
+def class_balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Weighted CE normalised by the summed weights of the batch (PyTorch's weighted mean).
+    logits [B, C], labels [B], weights [C]."""
+    return F.cross_entropy(logits, labels, weight=weights.to(device=logits.device, dtype=logits.dtype))
+
+
+class _WithCounts(nn.Module):
+    """Keeps the class counts as a buffer, so they follow the module's device (no per-step copy)."""
+
+    def __init__(self, cls_num_list: Counts):
+        super().__init__()
+        self.register_buffer("cls_num", torch.as_tensor(cls_num_list, dtype=torch.float64), persistent=False)
+
+
+class LogitAdjustedCrossEntropy(_WithCounts):
+    def __init__(self, cls_num_list: Counts, tau: float = 1.0):
+        super().__init__(cls_num_list)
+        self.tau = tau
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return logit_adjusted_cross_entropy(logits, labels, self.cls_num, self.tau)
+
+
+class BalancedSoftmaxLoss(_WithCounts):
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return balanced_softmax_loss(logits, labels, self.cls_num)
+
+
+class ClassBalancedCrossEntropy(nn.Module):
+    def __init__(self, cls_num_list: Counts, beta: float = 0.9999):
+        super().__init__()
+        self.register_buffer("weights", class_balanced_weights(cls_num_list, beta), persistent=False)
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return class_balanced_cross_entropy(logits, labels, self.weights)
+
+
+class CrossEntropy(nn.Module):
+    def __init__(self, label_smoothing: float = 0.0):
+        super().__init__()
+        self.label_smoothing = label_smoothing
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return F.cross_entropy(logits, labels, label_smoothing=self.label_smoothing)

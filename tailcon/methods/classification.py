@@ -1,0 +1,63 @@
+"""Single-branch classification baselines: CE, logit-adjusted CE, balanced softmax,
+class-balanced (effective-number) CE. One view, plain backbone + classifier."""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import (BalancedSoftmaxLoss, ClassBalancedCrossEntropy, CrossEntropy,
+                      LogitAdjustedCrossEntropy)
+from .base import Method, register
+
+
+class _ClassifierMethod(Method):
+    def build_loss(self) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def __init__(self, cfg, data):
+        super().__init__(cfg, data)
+        self.criterion = self.build_loss()
+
+    def training_step(self, views, labels):
+        logits = self(views[0])
+        return {"loss": self.criterion(logits, labels)}
+
+
+@register
+class CE(_ClassifierMethod):
+    """Plain softmax cross-entropy."""
+    name = "ce"
+    defaults = {"label_smoothing": 0.0}
+
+    def build_loss(self):
+        return CrossEntropy(float(self.hparams["label_smoothing"]))
+
+
+@register
+class LogitAdjusted(_ClassifierMethod):
+    """Logit-adjusted CE (Menon et al. 2021): CE(logits + tau log pi) in training, raw logits at test."""
+    name = "logit_adjusted"
+    defaults = {"tau": 1.0}
+
+    def build_loss(self):
+        return LogitAdjustedCrossEntropy(self.cls_num, float(self.hparams["tau"]))
+
+
+@register
+class BalancedSoftmax(_ClassifierMethod):
+    """Balanced softmax (Ren et al. 2020): CE(logits + log n_c) in training, raw logits at test."""
+    name = "balanced_softmax"
+    defaults: dict = {}
+
+    def build_loss(self):
+        return BalancedSoftmaxLoss(self.cls_num)
+
+
+@register
+class ClassBalanced(_ClassifierMethod):
+    """Class-balanced CE with effective-number weights (Cui et al. 2019)."""
+    name = "class_balanced"
+    defaults = {"beta": 0.9999}
+
+    def build_loss(self):
+        return ClassBalancedCrossEntropy(self.cls_num, float(self.hparams["beta"]))

@@ -1,0 +1,64 @@
+"""Classifier and projection heads."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class CosineClassifier(nn.Module):
+    """Normalised linear classifier ("NormedLinear", spec 1.5): s * cos(x, W[:, c]).
+
+    The weight is stored feature-major, [F, C], as in the authors' code, with no bias; each
+    column is initialised uniform in [-1, 1] and rescaled to unit norm.
+    """
+
+    def __init__(self, in_features: int, num_classes: int, scale: float = 30.0):
+        super().__init__()
+        w = torch.empty(in_features, num_classes).uniform_(-1, 1)
+        self.weight = nn.Parameter(w / w.norm(dim=0, keepdim=True).clamp_min(1e-12))
+        self.scale = scale
+
+    def class_vectors(self) -> torch.Tensor:
+        """One raw (un-normalised) weight vector per class, [C, F]."""
+        return self.weight.t()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.scale * F.normalize(x, dim=1) @ F.normalize(self.weight, dim=0)
+
+
+class LinearClassifier(nn.Linear):
+    """Plain linear layer with bias; ``class_vectors`` returns its weight rows [C, F]."""
+
+    def class_vectors(self) -> torch.Tensor:
+        return self.weight
+
+
+def build_classifier(kind: str, in_features: int, num_classes: int, scale: float = 30.0) -> nn.Module:
+    if kind == "linear":
+        return LinearClassifier(in_features, num_classes)
+    if kind == "cosine":
+        return CosineClassifier(in_features, num_classes, scale)
+    raise ValueError(f"unknown model.classifier {kind!r}; expected 'linear' or 'cosine'")
+
+
+class ProjectionMLP(nn.Module):
+    """Linear(in, hidden) [-> BatchNorm1d] -> ReLU -> Linear(hidden, out) [-> L2 normalise].
+
+    SupCon / Hybrid use it without BN; BCL's h and g use it with BN (spec 4.1).
+    """
+
+    def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False,
+                 normalize: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
+        if batch_norm:
+            layers.append(nn.BatchNorm1d(hidden_dim))
+        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
+        self.net = nn.Sequential(*layers)
+        self.normalize = normalize
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.net(x)
+        return F.normalize(z, dim=1) if self.normalize else z
