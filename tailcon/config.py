@@ -12,10 +12,26 @@ import copy
 import datetime as _dt
 import difflib
 import os
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
 import yaml
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that also reads ``1e-3`` / ``5e-4`` as floats (YAML 1.1 wants ``1.0e-3``)."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def _yaml_load(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)
 
 
 class ConfigError(ValueError):
@@ -146,7 +162,7 @@ def parse_value(text: str) -> Any:
     if text == "":
         return None
     try:
-        return yaml.safe_load(text)
+        return _yaml_load(text)
     except yaml.YAMLError:
         return text
 
@@ -172,7 +188,7 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str,
     if str(path.resolve()) in _seen:
         raise ConfigError(f"config {path}: circular _base_ chain {' -> '.join(_seen)}")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text()) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config {path}: invalid YAML: {e}") from None
     if not isinstance(data, dict):
@@ -220,8 +236,6 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> None:
         expected = (list, tuple)
     elif key in _TYPES:
         expected = _TYPES[key]
-        if expected == (int,):
-            expected = (int,)
     else:
         return
     ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)

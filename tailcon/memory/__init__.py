@@ -1,0 +1,1 @@
+"""Queues and momentum encoders for the queue-based methods (ResCom, DSCL)."""

@@ -1,0 +1,112 @@
+"""End-to-end training on the embedded digits data: learning, resumption, checkpoints, eval, CLI."""
+
+import json
+
+import pytest
+import torch
+
+from tailcon import config as C
+from tailcon.cli import main
+from tailcon.engine import NonFiniteLossError, Trainer, evaluate_checkpoint, load_checkpoint, train
+from tailcon.engine import checkpoint as ckpt_mod
+
+from conftest import tiny_cfg
+
+
+def test_two_epochs_on_embedded_data_beat_chance(tmp_path):
+    res = train(tiny_cfg(tmp_path, "optim.lr=0.1", epochs=2))
+    assert res["top1"] > 25.0, f"10 classes: chance is 10%, got {res['top1']}"
+    assert set(["top1", "many", "medium", "few", "per_class", "train_counts"]) <= set(res)
+    run = tmp_path / "run"
+    for name in ("config.yaml", "metrics.jsonl", "last.pt", "best.pt", "results.json"):
+        assert (run / name).is_file(), name
+    assert any((run / "tb").iterdir()), "TensorBoard events"
+    records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert {"loss", "lr", "time_s", "images_per_s", "val"} <= set(records[0])
+    saved = C.load_yaml(run / "config.yaml")
+    assert saved["train"]["epochs"] == 2 and saved["method"] == {"name": "logit_adjusted", "tau": 1.0}
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
+    common = ("train.max_steps_per_epoch=3", "train.eval_every=2", "data.sampler=class_balanced")
+    train(tiny_cfg(tmp_path / "a", *common, epochs=4))
+    reference = load_checkpoint(tmp_path / "a" / "run" / "last.pt")
+
+    original = Trainer.train_one_epoch
+
+    def dies_in_epoch_3(self, epoch, num_epochs):
+        if epoch == 2:
+            raise _Killed()
+        return original(self, epoch, num_epochs)
+
+    monkeypatch.setattr(Trainer, "train_one_epoch", dies_in_epoch_3)
+    with pytest.raises(_Killed):
+        train(tiny_cfg(tmp_path / "b", *common, epochs=4))
+    monkeypatch.setattr(Trainer, "train_one_epoch", original)
+    run_b = tmp_path / "b" / "run"
+    assert load_checkpoint(run_b)["epoch"] == 2
+    cfg = C.resolve(None, [f"resume={run_b}", "train.progress=false"], extra=C.load_yaml(run_b / "config.yaml"))
+    train(cfg)
+    resumed = load_checkpoint(run_b / "last.pt")
+    assert resumed["epoch"] == 4
+    for k, v in reference["model"].items():
+        torch.testing.assert_close(resumed["model"][k], v, rtol=0, atol=0, msg=k)
+    epochs = [json.loads(l)["epoch"] for l in (run_b / "metrics.jsonl").read_text().splitlines()]
+    assert epochs == [1, 2, 3, 4]
+
+
+def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "last.pt"
+    ckpt_mod.save_checkpoint({"epoch": 1}, path)
+
+    def dies_mid_write(obj, f):
+        f.write(b"partial bytes")
+        raise _Killed()
+
+    monkeypatch.setattr(ckpt_mod.torch, "save", dies_mid_write)
+    with pytest.raises(_Killed):
+        ckpt_mod.save_checkpoint({"epoch": 2}, path)
+    monkeypatch.undo()
+    assert load_checkpoint(path)["epoch"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"], "no temporary file left behind"
+
+
+def test_nan_loss_stops_with_a_clear_error(tmp_path):
+    with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1.*optim.lr"):
+        train(tiny_cfg(tmp_path, "optim.lr=1e30", "train.log_every=1", epochs=1))
+
+
+def test_eval_writes_results_json_with_shot_accuracy(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=2", epochs=1))
+    run = tmp_path / "run"
+    (run / "results.json").unlink()
+    res = evaluate_checkpoint(run, which="best")
+    saved = json.loads((run / "results.json").read_text())
+    assert saved["top1"] == res["top1"] and saved["checkpoint"] == "best.pt"
+    assert len(saved["per_class"]) == 10 and saved["train_counts"][0] == 130
+    assert "many" in capsys.readouterr().out
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    run = tmp_path / "cli"
+    rc = main(["train", f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2", "--no-progress"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "embedded default" in out and "few" in out
+    assert main(["eval", str(run / "last.pt")]) == 0
+    assert json.loads((run / "results.json").read_text())["epoch"] == 1
+
+
+def test_cli_unknown_key_exits_2_naming_key(tmp_path, capsys):
+    assert main(["train", "optim.lrr=0.1"]) == 2
+    assert "unknown config key 'optim.lrr' (did you mean 'optim.lr'?)" in capsys.readouterr().err
+
+
+def test_cli_missing_config_file(capsys):
+    assert main(["train", "configs/nope.yaml"]) == 2
+    assert "config file not found: configs/nope.yaml" in capsys.readouterr().err
