@@ -272,6 +272,9 @@ def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
         cfg = merge(cfg, extra)
     over = parse_overrides(overrides)
     check_keys(over, DEFAULTS)
+    new_method = get(over, "method.name")
+    if new_method is not None and new_method != get(cfg, "method.name"):
+        cfg["method"] = {}  # the file's method keys belong to the method it named
     cfg = merge(cfg, over)
     if not cfg.get("name"):
         cfg["name"] = "run"

@@ -68,6 +68,10 @@ def shipped_configs():
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_loads_and_validates(path):
     cfg = C.resolve(path)
-    get_method(cfg["method"]["name"]).validate_config(cfg["method"])
+    hparams = get_method(cfg["method"]["name"]).validate_config(cfg["method"])
+    from tailcon.data.transforms import RECIPES
+    for key, value in {**hparams, "train_augment": cfg["data"]["train_augment"]}.items():
+        if key.endswith(("view", "augment")):
+            assert value in RECIPES, f"{key}={value!r} is not an augmentation recipe"
     text = path.read_text()
     assert text.startswith("#"), "a header comment says what the config reproduces"

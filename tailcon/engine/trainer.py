@@ -7,6 +7,7 @@ optimisation, mixed precision, schedules, evaluation, checkpoints, logs and resu
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -128,6 +129,17 @@ class Trainer:
         self.loader = DataLoader(self.data.train, batch_size=int(cfg["data"]["batch_size"]), sampler=self.sampler,
                                  num_workers=int(cfg["data"]["num_workers"]), pin_memory=self.device.type == "cuda",
                                  drop_last=bool(cfg["data"]["drop_last"]), worker_init_fn=_worker_init)
+        self.paired_loader = None
+        paired = self.method.paired_batch()
+        if paired is not None:  # e.g. Hybrid's class-balanced CE batch, drawn alongside the main one
+            sampler_mode, recipes = paired
+            paired_set = copy.copy(self.data.train)
+            paired_set.transform = build_train_transform(recipes, info)
+            self.paired_sampler = EpochSampler(self.data.train.targets, sampler_mode, seed=self.seed + 1)
+            self.paired_loader = DataLoader(paired_set, batch_size=int(cfg["data"]["batch_size"]),
+                                            sampler=self.paired_sampler, num_workers=int(cfg["data"]["num_workers"]),
+                                            pin_memory=self.device.type == "cuda",
+                                            drop_last=bool(cfg["data"]["drop_last"]), worker_init_fn=_worker_init)
         self.start_epoch = 0
         self.best: Optional[dict[str, Any]] = None
 
@@ -157,19 +169,25 @@ class Trainer:
         sums: dict[str, torch.Tensor] = {}
         seen = torch.zeros((), device=self.device)
         total = len(self.loader) if not max_steps else min(len(self.loader), int(max_steps))
-        bar = tqdm(self.loader, total=total, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False,
+        batches = self.loader
+        if self.paired_loader is not None:
+            self.paired_sampler.set_epoch(epoch)
+            batches = zip(self.loader, self.paired_loader)
+        bar = tqdm(batches, total=total, desc=f"epoch {epoch + 1}/{num_epochs}", leave=False,
                    disable=not _show_progress(self.cfg), dynamic_ncols=True)
         start, n_images = time.perf_counter(), 0
         amp = autocast_context(self.device, t.get("amp", "none"))
-        for step, (views, labels) in enumerate(bar):
+        for step, batch in enumerate(bar):
             if step >= total:
                 break
-            if isinstance(views, torch.Tensor):
-                views = [views]
-            views = [v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in views]
-            labels = labels.to(self.device, non_blocking=True)
+            if self.paired_loader is not None:
+                (views, labels), paired = batch
+                extra = {"paired": self._to_device(*paired)}
+            else:
+                (views, labels), extra = batch, {}
+            views, labels = self._to_device(views, labels)
             with amp:
-                losses = self.method.training_step(views, labels)
+                losses = self.method.training_step(views, labels, **extra)
             loss = losses["loss"]
             self.optimizer.zero_grad(set_to_none=True)
             self.scaler.scale(loss).backward()
@@ -194,6 +212,12 @@ class Trainer:
             raise NonFiniteLossError(f"non-finite mean loss in epoch {epoch + 1}: {out}")
         out.update(time_s=elapsed, images_per_s=n_images / max(elapsed, 1e-9), images=n_images)
         return out
+
+    def _to_device(self, views, labels) -> tuple[list[torch.Tensor], torch.Tensor]:
+        if isinstance(views, torch.Tensor):
+            views = [views]
+        views = [v.to(self.device, non_blocking=True, memory_format=self.memory_format) for v in views]
+        return views, labels.to(self.device, non_blocking=True)
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
         dataset = {"test": self.data.test, "val": self.data.val}[split]
@@ -228,7 +252,7 @@ class Trainer:
                 stats = self.train_one_epoch(epoch, num_epochs)
                 record = {"epoch": epoch + 1, "lr": lr, **stats}
                 last = epoch + 1 == num_epochs
-                if (epoch + 1) % eval_every == 0 or last:
+                if self.method.evaluates and ((epoch + 1) % eval_every == 0 or last):
                     if self.data.has_val:
                         record["val"] = _summary(self.evaluate("val"))
                     if not self.data.has_val or last:
@@ -244,6 +268,10 @@ class Trainer:
                 print(_epoch_line(record, num_epochs), flush=True)
         finally:
             logger.close()
+        if not self.method.evaluates:
+            print(f"tailcon: stage finished after {num_epochs} epochs ({self.run_dir / 'last.pt'}); "
+                  "it has no trained classifier to evaluate")
+            return {"epoch": num_epochs, "checkpoint": str(self.run_dir / "last.pt")}
         if final is None:  # resumed a run that had already finished
             final = self.evaluate("test")
         results = {**final, "split": "test", "checkpoint": "last.pt", "epoch": num_epochs, "best": self.best}
@@ -277,7 +305,36 @@ def _epoch_line(r: Mapping[str, Any], num_epochs: int) -> str:
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint."""
+    """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint.
+
+    A method with several stages (``Method.stages``) runs them one after the other in
+    ``RUN_DIR/<stage>``; a stage that already finished is skipped on resume.
+    """
+    if cfg.get("resume") and not cfg.get("run_dir"):
+        r = Path(cfg["resume"])
+        cfg["run_dir"] = str(r if r.is_dir() else r.parent)
+    cfg["run_dir"] = cfg.get("run_dir") or C.default_run_dir(cfg.get("name"))
+    stages = get_method(cfg["method"]["name"]).stages(cfg)
+    if not stages:
+        return _train_single(cfg)
+    root = Path(cfg["run_dir"])
+    root.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(root / "stages.json", json.dumps([name for name, _ in stages]))
+    atomic_write_text(root / "config.yaml", C.dump({**cfg, "resume": None}))
+    result: dict[str, Any] = {}
+    for name, overrides in stages:
+        stage_cfg = C.merge(cfg, overrides)
+        stage_dir = root / name
+        stage_cfg["run_dir"] = str(stage_dir)
+        stage_cfg["resume"] = str(stage_dir) if (stage_dir / "last.pt").is_file() else None
+        print(f"tailcon: stage {name!r} -> {stage_dir}")
+        result = _train_single(stage_cfg)
+    if (root / stages[-1][0] / "results.json").is_file():
+        atomic_write_text(root / "results.json", (root / stages[-1][0] / "results.json").read_text())
+    return result
+
+
+def _train_single(cfg: dict[str, Any]) -> dict[str, Any]:
     resume = cfg.get("resume")
     ckpt = None
     if resume:
@@ -295,6 +352,8 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     """Evaluate a run directory (its ``last.pt`` or ``best.pt``) or a checkpoint file, print the
     report and write ``results.json`` next to the checkpoint."""
     p = Path(path)
+    if p.is_dir() and not (p / f"{which}.pt").is_file() and (p / "stages.json").is_file():
+        p = p / json.loads((p / "stages.json").read_text())[-1]  # a staged run: its last stage
     ckpt_path = p / f"{which}.pt" if p.is_dir() else p
     ckpt = load_checkpoint(ckpt_path)
     cfg = C.merge(ckpt["config"], C.parse_overrides(overrides))

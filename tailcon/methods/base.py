@@ -38,6 +38,13 @@ class Method(nn.Module):
     defaults: ClassVar[dict[str, Any]] = {}
     # Test-time prediction is the argmax of :meth:`forward`'s logits (no adjustment unless a
     # method overrides ``forward``).
+    evaluates: bool = True  # False: the model cannot classify yet (a pre-training stage)
+
+    @classmethod
+    def stages(cls, cfg: Mapping[str, Any]) -> list[tuple[str, dict]]:
+        """Several chained runs in one command: [(stage name, config overrides), ...]; each stage
+        runs in RUN_DIR/<name>. Empty: one ordinary run."""
+        return []
 
     def __init__(self, cfg: Mapping[str, Any], data: DataBundle):
         super().__init__()
@@ -66,6 +73,11 @@ class Method(nn.Module):
     def view_recipes(self) -> Sequence[str]:
         """Augmentation recipe of each view (tailcon.data.transforms.RECIPES)."""
         return (self.cfg["data"]["train_augment"],)
+
+    def paired_batch(self) -> tuple[str, Sequence[str]] | None:
+        """A second batch drawn by another sampler each step, as (sampler, view recipes), passed to
+        :meth:`training_step` as ``paired=(views, labels)`` (Hybrid's class-balanced CE batch)."""
+        return None
 
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Hook for per-epoch schedules (curriculum weights, ...)."""

@@ -1,0 +1,89 @@
+"""Every method trains end to end on the embedded data: two steps, finite loss, parameters move."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from tailcon import config as C
+from tailcon.data import build_data
+from tailcon.engine import Trainer, load_checkpoint, train
+from tailcon.methods import METHODS, get_method
+
+from conftest import tiny_cfg
+
+SINGLE_STAGE = sorted(m for m in METHODS if m != "supcon")
+
+
+@pytest.mark.parametrize("name", SINGLE_STAGE)
+def test_two_steps_give_finite_losses_and_move_the_parameters(tmp_path, name):
+    cfg = tiny_cfg(tmp_path, f"method.name={name}", "train.max_steps_per_epoch=2", "data.batch_size=32",
+                   "train.log_every=1", epochs=1)
+    trainer = Trainer(cfg)
+    before = {k: v.clone() for k, v in trainer.method.state_dict().items() if v.is_floating_point()}
+    stats = trainer.train_one_epoch(0, 1)
+    assert all(math.isfinite(v) for v in stats.values()) and stats["images"] == 64
+    after = trainer.method.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    assert any(k.startswith("backbone.") for k in moved) and any(k.startswith("classifier.") for k in moved)
+
+
+def test_bcl_uses_three_views_in_one_pass_and_c_centres(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=bcl", "method.cl_views=sim-rand")
+    data = build_data(cfg)
+    method = get_method("bcl")(cfg, data)
+    assert method.view_recipes() == ("autoaug_cutout", "randstack", "sim_cifar")
+    centers = method.centers()
+    assert centers.shape == (10, 128)
+    torch.testing.assert_close(centers.norm(dim=1), torch.ones(10))
+    calls = []
+    method.backbone.register_forward_hook(lambda m, i, o: calls.append(i[0].shape[0]))
+    x = [torch.randn(4, 3, 16, 16) for _ in range(3)]
+    out = method.training_step(x, torch.tensor([0, 1, 2, 2]))
+    assert calls == [12], "one backbone pass over all 3B images (BN statistics, spec 4.8.6)"
+    expected = 2.0 * out["loss_ce"] + 0.6 * out["loss_con"]
+    torch.testing.assert_close(out["loss"].detach(), expected)
+
+
+def test_bcl_centres_get_gradient_through_the_classifier_weights(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=bcl", "method.alpha=0.0")
+    method = get_method("bcl")(cfg, build_data(cfg))
+    out = method.training_step([torch.randn(4, 3, 16, 16) for _ in range(3)], torch.tensor([0, 1, 2, 2]))
+    out["loss"].backward()
+    assert method.classifier.weight.grad.abs().sum() > 0, "contrastive loss reaches W through g"
+
+
+def test_hybrid_curriculum_moves_from_features_to_classifier(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=hybrid_sc")
+    method = get_method("hybrid_sc")(cfg, build_data(cfg))
+    alphas = []
+    for epoch in range(4):
+        method.on_epoch_start(epoch, 4)
+        alphas.append(float(method.alpha))
+    assert alphas == [1.0, 1 - (1 / 4) ** 2, 1 - (2 / 4) ** 2, 1 - (3 / 4) ** 2]
+    assert method.paired_batch() == ("class_balanced", ("crop_flip_gray",))
+
+
+def test_hybrid_psc_prototypes_are_learnable(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=hybrid_psc")
+    method = get_method("hybrid_psc")(cfg, build_data(cfg))
+    method.on_epoch_start(0, 10)
+    x = [torch.randn(4, 3, 16, 16) for _ in range(2)]
+    out = method.training_step(x, torch.tensor([0, 1, 2, 2]), paired=([torch.randn(4, 3, 16, 16)], torch.tensor([3, 4, 5, 6])))
+    out["loss"].backward()
+    assert method.prototypes.grad.abs().sum() > 0
+
+
+def test_supcon_two_stages_chain_in_one_command_and_freeze_the_backbone(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=supcon", "method.linear_epochs=1", "train.max_steps_per_epoch=2", epochs=1)
+    res = train(cfg)
+    run = tmp_path / "run"
+    assert json.loads((run / "stages.json").read_text()) == ["pretrain", "linear"]
+    pre, lin = load_checkpoint(run / "pretrain" / "last.pt"), load_checkpoint(run / "linear" / "last.pt")
+    for k, v in pre["model"].items():
+        if k.startswith("backbone."):
+            torch.testing.assert_close(lin["model"][k], v, rtol=0, atol=0, msg=k)
+    assert not torch.equal(pre["model"]["classifier.weight"], lin["model"]["classifier.weight"])
+    assert (run / "results.json").is_file() and res["epoch"] == 1
+    assert not (run / "pretrain" / "results.json").exists(), "a pre-training stage reports no accuracy"
