@@ -82,10 +82,11 @@ DEFAULTS: dict[str, Any] = {
         "momentum": 0.9,
         "nesterov": False,
         "weight_decay": 5e-4,
-        "schedule": "cosine",  # cosine | step | constant
+        "schedule": "cosine",  # cosine | cosine_end | step | constant (tailcon.engine.schedule)
         "warmup_epochs": 0,
         "milestones": [160, 180],
         "gamma": 0.1,
+        "min_lr_ratio": 0.0,  # cosine_end: final lr = lr * min_lr_ratio
     },
     "train": {
         "epochs": 200,

@@ -1,6 +1,11 @@
 """Per-epoch learning-rate schedules with linear warm-up (spec 4.4).
 
 Epochs are 0-based; the lr is constant within an epoch, as in the authors' code.
+
+* ``cosine`` (BCL): lr0 * 0.5 * (1 + cos(pi * (e - W + 1) / (E - W + 1))); the last epoch stays above 0.
+* ``cosine_end`` (ResCom): eta + (lr0 - eta) * 0.5 * (1 + cos(pi * (e + 1 - W) / (E - W))), eta = lr0 * min_lr_ratio.
+* ``step``: lr0 * gamma ** (number of milestones <= e).  ``constant``: lr0.
+Warm-up (all): lr0 * (e + 1) / W for e < W.
 """
 
 from __future__ import annotations
@@ -17,9 +22,12 @@ def lr_at_epoch(epoch: int, optim: Mapping[str, Any], num_epochs: int) -> float:
     kind = optim.get("schedule", "cosine")
     if kind == "cosine":  # reaches pi only at the virtual epoch E: the last epoch's lr is > 0
         return lr0 * 0.5 * (1.0 + math.cos(math.pi * (epoch - warm + 1) / (num_epochs - warm + 1)))
+    if kind == "cosine_end":  # ResCom large-scale form: reaches min_lr at the end of the last epoch
+        eta = lr0 * float(optim.get("min_lr_ratio") or 0.0)
+        return eta + (lr0 - eta) * 0.5 * (1.0 + math.cos(math.pi * (epoch + 1 - warm) / max(1, num_epochs - warm)))
     if kind == "step":
         passed = sum(1 for m in optim.get("milestones") or [] if epoch >= int(m))
         return lr0 * float(optim.get("gamma", 0.1)) ** passed
     if kind == "constant":
         return lr0
-    raise ValueError(f"unknown optim.schedule {kind!r}; expected cosine, step or constant")
+    raise ValueError(f"unknown optim.schedule {kind!r}; expected cosine, cosine_end, step or constant")

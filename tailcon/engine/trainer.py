@@ -109,7 +109,7 @@ class Trainer:
         self.method = build_method(cfg, self.data)
         cfg["method"] = {"name": self.method.name, **self.method.hparams}  # resolved, for config.yaml
         info = self.data.info
-        self.data.train.transform = build_train_transform(self.method.view_recipes(), info)
+        self.data.train.transform = self.method.train_transform(info)
         eval_tf = build_eval_transform(info)
         self.data.test.transform = eval_tf
         if self.data.val is not None:

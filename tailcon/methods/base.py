@@ -7,13 +7,14 @@ augmented views it needs, and turns one batch of views into a dict of losses. Th
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from ..config import ConfigError, _suggest, check_keys
 from ..data.build import DataBundle
+from ..data.transforms import ImageInfo, build_train_transform
 from ..models import build_backbone, build_classifier
 
 METHODS: dict[str, type["Method"]] = {}
@@ -53,7 +54,7 @@ class Method(nn.Module):
         self.num_classes = data.num_classes
         self.register_buffer("cls_num", torch.as_tensor(data.cls_num_list, dtype=torch.float64), persistent=False)
         m = cfg["model"]
-        self.backbone = build_backbone(m["backbone"])
+        self.backbone = build_backbone(m["backbone"], bool(m.get("zero_init_residual", False)))
         self.classifier = build_classifier(m["classifier"], self.backbone.out_dim, data.num_classes,
                                            float(m.get("cosine_scale", 30.0)))
 
@@ -73,6 +74,10 @@ class Method(nn.Module):
     def view_recipes(self) -> Sequence[str]:
         """Augmentation recipe of each view (tailcon.data.transforms.RECIPES)."""
         return (self.cfg["data"]["train_augment"],)
+
+    def train_transform(self, info: ImageInfo) -> Callable:
+        """The per-image training transform; by default one view per recipe."""
+        return build_train_transform(self.view_recipes(), info)
 
     def paired_batch(self) -> tuple[str, Sequence[str]] | None:
         """A second batch drawn by another sampler each step, as (sampler, view recipes), passed to

@@ -4,22 +4,19 @@
 loss only; stage ``linear`` freezes the backbone (BatchNorm statistics included), drops the head
 and trains the classifier with CE, by default on class-balanced batches. ``method.stage=both``
 (the default) chains the two stages in one command, in ``RUN_DIR/pretrain`` and
-``RUN_DIR/linear``.
+``RUN_DIR/linear`` (see :mod:`tailcon.methods.two_stage`).
 
 ``supcon_joint`` (one-stage): SupCon on two views + CE on the first view's features, jointly.
 """
 
 from __future__ import annotations
 
-import os
-from typing import Any, Mapping
-
 import torch
-import torch.nn.functional as F
 
 from ..losses import logit_adjusted_cross_entropy, supcon_loss
 from ..models import ProjectionMLP
 from .base import Method, register
+from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
 
 
 class _SupConBase(Method):
@@ -40,59 +37,21 @@ _COMMON = {"temperature": 0.1, "base_temperature": None, "proj_hidden": None, "p
 
 
 @register
-class SupCon(_SupConBase):
+class SupCon(TwoStageMixin, _SupConBase):
     name = "supcon"
-    defaults = {**_COMMON, "stage": "both",  # both | pretrain | linear
-                "linear_epochs": 20, "linear_lr": 0.5, "linear_sampler": "class_balanced",
-                "linear_view": "crop_flip", "init_from": None}
-
-    @classmethod
-    def stages(cls, cfg: Mapping[str, Any]) -> list[tuple[str, dict]]:
-        h = cfg["method"]
-        if h.get("stage", "both") != "both":
-            return []
-        linear = {"method": {"stage": "linear", "init_from": os.path.join(cfg["run_dir"], "pretrain", "last.pt")},
-                  "train": {"epochs": h.get("linear_epochs", cls.defaults["linear_epochs"])},
-                  "optim": {"lr": h.get("linear_lr", cls.defaults["linear_lr"]), "warmup_epochs": 0,
-                            "schedule": "cosine", "weight_decay": 0.0},
-                  "data": {"sampler": h.get("linear_sampler", cls.defaults["linear_sampler"])}}
-        return [("pretrain", {"method": {"stage": "pretrain"}}), ("linear", linear)]
+    defaults = {**_COMMON, **TWO_STAGE_DEFAULTS}
 
     def __init__(self, cfg, data):
         super().__init__(cfg, data)
-        stage = self.hparams["stage"]
-        if stage not in ("both", "pretrain", "linear"):
-            raise ValueError(f"method.stage={stage!r}; expected both, pretrain or linear")
-        self.evaluates = stage != "pretrain"  # a pre-training stage has no trained classifier
-        if stage == "linear":
-            if not self.hparams["init_from"]:
-                raise ValueError("method.stage=linear needs method.init_from=<pretrain run>/last.pt")
-            from ..engine.checkpoint import load_checkpoint
-
-            self.load_state_dict(load_checkpoint(self.hparams["init_from"])["model"])
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-            for p in self.head.parameters():
-                p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.hparams["stage"] == "linear":
-            self.backbone.eval()  # frozen features: BN statistics stay those of pre-training
-        return self
+        self.setup_stage()
 
     def view_recipes(self):
-        if self.hparams["stage"] == "linear":
-            return (self.hparams["linear_view"],)
-        return (self.hparams["view"],) * 2
+        return (self.hparams["linear_view"],) if self.stage == "linear" else (self.hparams["view"],) * 2
 
     def training_step(self, views, labels):
-        if self.hparams["stage"] == "linear":
-            with torch.no_grad():
-                feats = self.backbone(views[0])
-            return {"loss": F.cross_entropy(self.classifier(feats), labels)}
-        loss = self.contrastive(self.backbone(torch.cat(views, dim=0)), labels)
-        return {"loss": loss}
+        if self.stage == "linear":
+            return self.linear_step(views, labels)
+        return {"loss": self.contrastive(self.backbone(torch.cat(views, dim=0)), labels)}
 
 
 @register

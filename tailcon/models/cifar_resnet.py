@@ -42,7 +42,7 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(nn.Module):
-    def __init__(self, depth: int = 32, width: int = 16, in_channels: int = 3):
+    def __init__(self, depth: int = 32, width: int = 16, in_channels: int = 3, zero_init_residual: bool = False):
         super().__init__()
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 20, 32, 44, 56, 110), got {depth}")
@@ -60,8 +60,14 @@ class CifarResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
+        if zero_init_residual:  # last BN of every block starts at 0: blocks start as identities
+            for m in self.modules():
+                if isinstance(m, BasicBlock):
+                    nn.init.zeros_(m.bn2.weight)
+
+    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map [B, out_dim, H/4, W/4], before pooling."""
+        return self.layers(F.relu(self.bn1(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.bn1(self.conv1(x)))
-        x = self.layers(x)
-        return torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
+        return torch.flatten(F.adaptive_avg_pool2d(self.forward_map(x), 1), 1)

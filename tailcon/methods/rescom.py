@@ -1,0 +1,64 @@
+"""ResCom: Rebalanced Siamese Contrastive Mining (Zhong et al. 2022), spec rescom-dscl section A.
+
+One stage, one network ("Siamese": no momentum encoder): both views of the batch go through the
+backbone in one call (BN over 2B images); a Balanced-Softmax CE on both views' logits plus a
+class-balanced supervised contrastive loss over the batch and hard-mined keys from a
+class-balanced queue (k_pos least similar own-class slots, k_neg most similar other-class slots),
+weighted per class by effective numbers:  L = L_cls + con_weight * L_con.
+After the logits are formed, the view-1 projections enter the queue.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from ..losses import rescom_logits, rescom_loss
+from ..memory import ClassBalancedQueue
+from ..models import ProjectionMLP
+from .base import Method, register
+
+
+@register
+class ResCom(Method):
+    name = "rescom"
+    defaults = {
+        "temperature": 0.2,
+        "con_weight": 0.5,
+        "queue_size_per_class": 10,  # Q
+        "k_pos": 1,
+        "k_neg": 400,
+        "effective_num_beta": 0.999999,
+        "proj_dim": 32,
+        "view": "autoaug_cutout",  # both views: two draws of the same pipeline
+    }
+
+    def __init__(self, cfg, data):
+        super().__init__(cfg, data)
+        h = self.hparams
+        feat = self.backbone.out_dim
+        q, c = int(h["queue_size_per_class"]), data.num_classes
+        if not 1 <= int(h["k_pos"]) <= q:
+            raise ValueError(f"method.k_pos={h['k_pos']} must be between 1 and method.queue_size_per_class={q}")
+        if int(h["k_neg"]) > (c - 1) * q:
+            raise ValueError(f"method.k_neg={h['k_neg']} exceeds the {(c - 1) * q} negatives the queue holds "
+                             f"((C-1)*Q with C={c}, Q={q}); lower it (CIFAR-10-LT with Q=10: at most 90)")
+        self.head = ProjectionMLP(feat, feat, int(h["proj_dim"]), batch_norm=True)
+        self.queue = ClassBalancedQueue(c, q, int(h["proj_dim"]))
+
+    def view_recipes(self):
+        return (self.hparams["view"],) * 2
+
+    def training_step(self, views, labels):
+        h = self.hparams
+        b = labels.shape[0]
+        feats = self.backbone(torch.cat(views, dim=0))  # [view 1 rows; view 2 rows]
+        z = self.head(feats)
+        logits = self.classifier(feats)
+        y = labels.repeat(2)
+        # the queue is updated in place below, before backward: give the loss its own copy
+        sim, targets = rescom_logits(z, y, self.queue.keys.clone(), int(h["queue_size_per_class"]),
+                                     int(h["k_pos"]), int(h["k_neg"]))
+        loss_cls, loss_con, loss = rescom_loss(sim, targets, logits, y, self.cls_num, float(h["temperature"]),
+                                               float(h["effective_num_beta"]), float(h["con_weight"]))
+        self.queue.push(z[:b].detach(), labels)
+        return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_con": loss_con.detach()}

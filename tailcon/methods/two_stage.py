@@ -1,0 +1,86 @@
+"""Shared mechanics of two-stage methods (SupCon, DSCL): representation learning, then a
+classifier on the frozen backbone, chained in one command or run separately.
+
+``method.stage``: ``both`` (default; runs RUN_DIR/pretrain then RUN_DIR/linear), ``pretrain``
+or ``linear`` (needs ``method.init_from``, a stage-1 checkpoint).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+import torch
+
+# method keys every two-stage method has (defaults may be overridden per method)
+TWO_STAGE_DEFAULTS: dict[str, Any] = {
+    "stage": "both",
+    "init_from": None,
+    "linear_epochs": 20,
+    "linear_lr": 0.5,
+    "linear_batch_size": None,  # None: data.batch_size
+    "linear_schedule": "cosine",
+    "linear_milestones": None,
+    "linear_weight_decay": 0.0,
+    "linear_sampler": "class_balanced",
+    "linear_view": "crop_flip",
+    "linear_bn_train": False,  # True: BN keeps batch statistics in the frozen backbone (DSCL's code)
+}
+
+
+def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tuple[str, dict]]:
+    h = {**defaults, **cfg["method"]}
+    if h.get("stage", "both") != "both":
+        return []
+    optim: dict[str, Any] = {"lr": h["linear_lr"], "warmup_epochs": 0, "schedule": h["linear_schedule"],
+                             "weight_decay": h["linear_weight_decay"]}
+    if h.get("linear_milestones"):
+        optim["milestones"] = list(h["linear_milestones"])
+    data: dict[str, Any] = {"sampler": h["linear_sampler"]}
+    if h.get("linear_batch_size"):
+        data["batch_size"] = h["linear_batch_size"]
+    linear = {"method": {"stage": "linear", "init_from": os.path.join(cfg["run_dir"], "pretrain", "last.pt")},
+              "train": {"epochs": h["linear_epochs"]}, "optim": optim, "data": data}
+    return [("pretrain", {"method": {"stage": "pretrain"}}), ("linear", linear)]
+
+
+class TwoStageMixin:
+    """For a :class:`tailcon.methods.Method` subclass with ``self.backbone`` and ``self.classifier``."""
+
+    @classmethod
+    def stages(cls, cfg):
+        return stage_plan(cfg, cls.defaults)
+
+    @property
+    def stage(self) -> str:
+        return self.hparams["stage"]
+
+    def setup_stage(self) -> None:
+        """Call at the end of ``__init__``: checks the stage, and for ``linear`` loads stage 1 and
+        freezes everything but the classifier."""
+        if self.stage not in ("both", "pretrain", "linear"):
+            raise ValueError(f"method.stage={self.stage!r}; expected both, pretrain or linear")
+        self.evaluates = self.stage != "pretrain"  # stage 1 trains no classifier
+        if self.stage != "linear":
+            return
+        if not self.hparams["init_from"]:
+            raise ValueError("method.stage=linear needs method.init_from=<stage-1 run>/last.pt")
+        from ..engine.checkpoint import load_checkpoint
+
+        state = load_checkpoint(self.hparams["init_from"])["model"]
+        missing = self.load_state_dict(state, strict=False).missing_keys
+        if any(k.startswith("backbone.") for k in missing):
+            raise ValueError(f"{self.hparams['init_from']} has no backbone weights for this model: {missing[:3]}")
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith("classifier."))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.stage == "linear" and not self.hparams["linear_bn_train"]:
+            self.backbone.eval()  # frozen features keep stage 1's BN statistics
+        return self
+
+    def linear_step(self, views, labels) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            feats = self.backbone(views[0])
+        return {"loss": torch.nn.functional.cross_entropy(self.classifier(feats), labels)}
