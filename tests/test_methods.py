@@ -90,3 +90,72 @@ def test_supcon_two_stages_chain_in_one_command_and_freeze_the_backbone(tmp_path
     assert not torch.equal(pre["model"]["classifier.weight"], lin["model"]["classifier.weight"])
     assert (run / "results.json").is_file() and res["epoch"] == 1
     assert not (run / "pretrain" / "results.json").exists(), "a pre-training stage reports no accuracy"
+
+
+def test_rescom_step_pushes_view1_projections_into_the_queue(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=rescom", "method.k_neg=20")
+    method = get_method("rescom")(cfg, build_data(cfg))
+    before = method.queue.keys.clone()
+    labels = torch.tensor([0, 0, 3, 5])
+    out = method.training_step([torch.randn(4, 3, 16, 16) for _ in range(2)], labels)
+    assert torch.isfinite(out["loss"])
+    assert method.queue.ptr.tolist() == [2, 0, 0, 1, 0, 1, 0, 0, 0, 0]
+    changed = (method.queue.keys != before).any(dim=1).nonzero().flatten().tolist()
+    assert changed == [0, 1, 30, 50]
+    out["loss"].backward()  # the in-place queue update does not break autograd
+
+
+def test_rescom_k_neg_beyond_the_queue_is_a_clear_config_error(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=rescom", "method.k_neg=400")
+    with pytest.raises(ValueError, match="method.k_neg=400 exceeds the 90 negatives"):
+        get_method("rescom")(cfg, build_data(cfg))
+
+
+def test_dscl_stage1_two_steps_update_encoder_key_encoder_and_queue(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=dscl", "method.stage=pretrain", "method.queue_size=48",
+                   "method.patch_size=8", "train.max_steps_per_epoch=2", "data.batch_size=16", epochs=1)
+    trainer = Trainer(cfg)
+    m = trainer.method
+    key_before = {k: v.clone() for k, v in m.key_encoder.encoder.state_dict().items()}
+    online_before = {k: v.clone() for k, v in m.encoder.state_dict().items()}
+    stats = trainer.train_one_epoch(0, 1)
+    assert math.isfinite(stats["loss_dscl"]) and math.isfinite(stats["loss_pbsd"])
+    assert int(m.queue.ptr) == 32 and (m.queue.labels[:32] >= 0).all() and (m.queue.labels[32:] == -1).all()
+    moved = lambda before, mod: [k for k, v in mod.state_dict().items() if not torch.equal(v, before[k])]
+    assert any(k.startswith("head.") for k in moved(online_before, m.encoder))
+    assert any(k.startswith("backbone.") for k in moved(key_before, m.key_encoder.encoder)), "EMA update"
+    assert not any(p.requires_grad for p in m.key_encoder.parameters())
+
+
+def test_momentum_update_is_the_ema_of_parameters():
+    from tailcon.memory import MomentumEncoder
+
+    online = torch.nn.Linear(3, 2)
+    ema = MomentumEncoder(online, momentum=0.9)
+    start = ema.encoder.weight.clone()
+    with torch.no_grad():
+        online.weight.add_(1.0)
+    ema.update(online)
+    torch.testing.assert_close(ema.encoder.weight, 0.9 * start + 0.1 * online.weight)
+
+
+def test_patch_boxes_address_the_pixels_of_their_patches():
+    """The teacher's ROI box and the student's patch must show the same region of the query crop."""
+    import numpy as np
+    from PIL import Image
+    from torchvision import transforms as T
+
+    from tailcon.data import ImageInfo
+    from tailcon.data.patches import PatchViews
+
+    info = ImageInfo(size=32, mean=(0, 0, 0), std=(1, 1, 1), small=True)
+    views = PatchViews(info, num_patches=4, patch_size=8)
+    views.query_tail = T.ToTensor()  # no colour change, so pixels can be compared
+    views.patch_tail = T.ToTensor()
+    views.crop = T.Lambda(lambda im: im)  # the crop is the whole image
+    ramp = np.tile(np.arange(32, dtype=np.uint8)[None, :, None] * 8, (32, 1, 3))  # x-ramp: flips are visible
+    q, _, patches, boxes = views(Image.fromarray(ramp))
+    for patch, (x1, y1, x2, y2) in zip(patches, boxes.long().tolist()):
+        region = q[:, y1:y2, x1:x2][None]
+        expected = torch.nn.functional.interpolate(region, size=(8, 8), mode="bilinear", antialias=True)[0]
+        assert (patch - expected).abs().mean() < 0.05
