@@ -94,7 +94,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from .data import DataError
     from .engine import NonFiniteLossError
 
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args, rest = parser.parse_known_args(argv)
+    # options may sit between key=value pairs: argparse leaves the pairs after an option unparsed
+    if rest and all("=" in r and not r.startswith("-") for r in rest) and args.command in ("train", "eval"):
+        if args.command == "train":
+            args.args = list(args.args) + rest
+        else:
+            args.overrides = list(args.overrides) + rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
     except (C.ConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as e:

@@ -110,3 +110,9 @@ def test_cli_unknown_key_exits_2_naming_key(tmp_path, capsys):
 def test_cli_missing_config_file(capsys):
     assert main(["train", "configs/nope.yaml"]) == 2
     assert "config file not found: configs/nope.yaml" in capsys.readouterr().err
+
+
+def test_cli_options_may_come_between_overrides(tmp_path):
+    run = tmp_path / "mixed"
+    assert main(["train", "train.epochs=1", "--no-progress", "train.max_steps_per_epoch=1", f"run_dir={run}"]) == 0
+    assert (run / "last.pt").is_file()
