@@ -1,0 +1,129 @@
+"""Build the train / val / test splits named by a config's ``data`` section."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional
+
+import numpy as np
+from torch.utils.data import Dataset
+
+from . import cifar, digits
+from .datasets import ArrayDataset, DataError, FileListDataset, parse_list_file, scan_image_folder
+from .long_tail import long_tail_counts, select_long_tail_indices
+from .transforms import (CIFAR_MEAN, CIFAR_STD, IMAGENET_MEAN, IMAGENET_STD, INAT_MEAN, INAT_STD,
+                         ImageInfo)
+
+
+@dataclass
+class DataBundle:
+    name: str
+    train: Dataset
+    test: Dataset
+    val: Optional[Dataset]
+    num_classes: int
+    classes: list[str]
+    info: ImageInfo
+    cls_num_list: list[int] = field(default_factory=list)
+
+    @property
+    def has_val(self) -> bool:
+        return self.val is not None
+
+
+# List-file datasets with known layouts (spec 1.3). iNaturalist's val list doubles as its test.
+LIST_PRESETS: dict[str, dict[str, Any]] = {
+    "imagenet_lt": dict(num_classes=1000, train="ImageNet_LT_train.txt", val="ImageNet_LT_val.txt",
+                        test="ImageNet_LT_test.txt", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "places_lt": dict(num_classes=365, train="Places_LT_train.txt", val="Places_LT_val.txt",
+                      test="Places_LT_test.txt", mean=IMAGENET_MEAN, std=IMAGENET_STD),
+    "inat2018": dict(num_classes=8142, train="iNaturalist18_train.txt", val=None,
+                     test="iNaturalist18_val.txt", mean=INAT_MEAN, std=INAT_STD),
+}
+DATASETS = ("digits_lt", "cifar10_lt", "cifar100_lt", "list", "folder", *LIST_PRESETS)
+
+
+def _long_tail(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int, d: Mapping) -> tuple:
+    counts = long_tail_counts(num_classes, d.get("max_per_class") or per_class,
+                              float(d["imbalance_factor"]), d.get("imbalance_profile", "exp"))
+    keep = select_long_tail_indices(y, counts, seed=int(d.get("subset_seed", 0)))
+    return x[keep], y[keep]
+
+
+def _info(d: Mapping, size: int, mean, std, small: bool) -> ImageInfo:
+    return ImageInfo(size=int(d.get("image_size") or size), mean=tuple(d.get("mean") or mean),
+                     std=tuple(d.get("std") or std), small=small, resize=d.get("resize_size"))
+
+
+def build_data(cfg: Mapping[str, Any]) -> DataBundle:
+    d = cfg["data"]
+    name = d["name"]
+    if name == "digits_lt":
+        x, y = digits.load_digits_arrays()
+        split = digits.split_digits(y)
+        xtr, ytr = _long_tail(x[split["train"]], y[split["train"]], 10, digits.MAX_PER_CLASS, d)
+        classes = [str(i) for i in range(10)]
+        mk = lambda a, b, s: ArrayDataset(a, b, 10, classes, name=f"digits_lt/{s}")
+        info = _info(d, digits.SIZE, (0.5,) * 3, (0.5,) * 3, small=True)
+        bundle = DataBundle(name, mk(xtr, ytr, "train"), mk(x[split["test"]], y[split["test"]], "test"),
+                            mk(x[split["val"]], y[split["val"]], "val"), 10, classes, info)
+    elif name in ("cifar10_lt", "cifar100_lt"):
+        spec = cifar.SPECS[name[: -len("_lt")]]
+        folder = cifar.find_cifar_folder(d.get("root"), spec, download=bool(d.get("download")))
+        classes = cifar.load_cifar_classes(folder, spec)
+        xtr, ytr = _long_tail(*cifar.load_cifar_split(folder, spec, train=True), spec.num_classes,
+                              spec.per_class, d)
+        xte, yte = cifar.load_cifar_split(folder, spec, train=False)
+        mk = lambda a, b, s: ArrayDataset(a, b, spec.num_classes, classes, name=f"{folder}/{s}")
+        info = _info(d, 32, CIFAR_MEAN, CIFAR_STD, small=True)
+        bundle = DataBundle(name, mk(xtr, ytr, "train"), mk(xte, yte, "test"), None, spec.num_classes,
+                            classes, info)
+    elif name == "list" or name in LIST_PRESETS:
+        bundle = _build_list(name, d)
+    elif name == "folder":
+        bundle = _build_folder(d)
+    else:
+        raise DataError(f"unknown dataset data.name={name!r}; known: {', '.join(DATASETS)}")
+    bundle.cls_num_list = np.bincount(bundle.train.targets, minlength=bundle.num_classes).tolist()
+    return bundle
+
+
+def _root(d: Mapping) -> str:
+    root = d.get("root")
+    if not root:
+        raise DataError(f"data.root is not set (dataset {d['name']!r} reads its images from there)")
+    if not os.path.isdir(root):
+        raise DataError(f"data.root={root!r} is not a directory")
+    return root
+
+
+def _list_path(root: str, name: Optional[str]) -> Optional[str]:
+    if not name:
+        return None
+    return name if os.path.isabs(name) else os.path.join(root, name)
+
+
+def _build_list(name: str, d: Mapping) -> DataBundle:
+    root = _root(d)
+    preset = LIST_PRESETS.get(name, {})
+    lists = {s: _list_path(root, d.get(f"{s}_list") or preset.get(s)) for s in ("train", "val", "test")}
+    if not lists["train"] or not lists["test"]:
+        raise DataError("list datasets need data.train_list and data.test_list (files of 'path label' lines)")
+    parsed = {s: parse_list_file(p, root) for s, p in lists.items() if p}
+    num_classes = preset.get("num_classes") or int(parsed["train"][1].max()) + 1
+    classes = [str(i) for i in range(num_classes)]
+    mk = lambda s: (FileListDataset(*parsed[s], num_classes, classes, name=lists[s]) if s in parsed else None)
+    info = _info(d, 224, preset.get("mean", IMAGENET_MEAN), preset.get("std", IMAGENET_STD), small=False)
+    return DataBundle(name, mk("train"), mk("test"), mk("val"), num_classes, classes, info)
+
+
+def _build_folder(d: Mapping) -> DataBundle:
+    root = _root(d)
+    tr_paths, tr_y, classes = scan_image_folder(os.path.join(root, d.get("train_dir") or "train"))
+    mk = lambda sub: FileListDataset(*scan_image_folder(os.path.join(root, sub), classes)[:2], len(classes),
+                                     classes, name=os.path.join(root, sub))
+    train = FileListDataset(tr_paths, tr_y, len(classes), classes, name=os.path.join(root, "train"))
+    val = mk(d["val_dir"]) if d.get("val_dir") else None
+    info = _info(d, 224, IMAGENET_MEAN, IMAGENET_STD, small=False)
+    return DataBundle("folder", train, mk(d.get("test_dir") or "test"), val, len(classes), classes, info)

@@ -1,0 +1,151 @@
+"""Dataset classes shared by every source: in-memory uint8 arrays and image files.
+
+Every dataset exposes ``targets`` (int64 array), ``num_classes`` and ``classes``, and its
+``__getitem__`` returns ``(transform(image), label)``; a multi-view transform returns a tuple of
+tensors, which the default collate turns into a list of batches.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """Bad input data: the message names the file, line or value."""
+
+
+def check_labels(targets: np.ndarray, num_classes: int, where: str) -> None:
+    if len(targets) == 0:
+        return
+    lo, hi = int(targets.min()), int(targets.max())
+    if lo < 0 or hi >= num_classes:
+        bad = int(np.flatnonzero((targets < 0) | (targets >= num_classes))[0])
+        raise DataError(f"{where}: label {int(targets[bad])} at index {bad} is out of range "
+                        f"[0, {num_classes - 1}]")
+
+
+class ArrayDataset(Dataset):
+    """Images held in memory as one uint8 array [N, H, W, 3] (CIFAR-scale data)."""
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int], num_classes: int,
+                 classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
+                 name: str = "array"):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise DataError(f"{name}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+        self.images = images
+        self.targets = np.asarray(targets, dtype=np.int64)
+        if len(self.targets) != len(images):
+            raise DataError(f"{name}: {len(images)} images but {len(self.targets)} labels")
+        self.num_classes = int(num_classes)
+        check_labels(self.targets, self.num_classes, name)
+        self.classes = list(classes) if classes is not None else [str(c) for c in range(num_classes)]
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index])
+
+    def __getitem__(self, index: int):
+        img = self.load(index)
+        return (self.transform(img) if self.transform else img), int(self.targets[index])
+
+
+class FileListDataset(Dataset):
+    """Images on disk given as (path, label) pairs; opened as RGB on access."""
+
+    def __init__(self, paths: Sequence[str], targets: Sequence[int], num_classes: int,
+                 classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
+                 name: str = "files"):
+        self.paths = list(paths)
+        self.targets = np.asarray(targets, dtype=np.int64)
+        self.num_classes = int(num_classes)
+        check_labels(self.targets, self.num_classes, name)
+        self.classes = list(classes) if classes is not None else [str(c) for c in range(num_classes)]
+        self.transform = transform
+        self.name = name
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, index: int) -> Image.Image:
+        path = self.paths[index]
+        try:
+            with Image.open(path) as im:
+                return im.convert("RGB")
+        except FileNotFoundError:
+            raise DataError(f"image file not found: {path} (listed in {self.name})") from None
+        except (UnidentifiedImageError, OSError, SyntaxError) as e:
+            raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
+
+    def __getitem__(self, index: int):
+        img = self.load(index)
+        return (self.transform(img) if self.transform else img), int(self.targets[index])
+
+
+def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Read a ``relative/path label`` list (ImageNet-LT / Places-LT / iNaturalist convention).
+
+    Blank lines and lines starting with ``#`` are skipped. A malformed line raises
+    :class:`DataError` naming the file and the line number.
+    """
+    list_path = Path(list_path)
+    if not list_path.is_file():
+        raise DataError(f"list file not found: {list_path}")
+    paths, labels = [], []
+    with open(list_path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, start=1):
+            text = line.strip()
+            if not text or text.startswith("#"):
+                continue
+            parts = text.rsplit(None, 1)  # paths may contain spaces; the label is the last field
+            if len(parts) != 2:
+                raise DataError(f"{list_path}:{lineno}: expected '<relative/path> <label>', got {text!r}")
+            rel, lab = parts
+            try:
+                label = int(lab)
+            except ValueError:
+                raise DataError(f"{list_path}:{lineno}: label {lab!r} is not an integer") from None
+            if label < 0:
+                raise DataError(f"{list_path}:{lineno}: label {label} is negative")
+            paths.append(os.path.join(str(root), rel))
+            labels.append(label)
+    if not paths:
+        raise DataError(f"list file {list_path} holds no images")
+    return paths, np.asarray(labels, dtype=np.int64)
+
+
+def scan_image_folder(folder: str | os.PathLike, classes: Optional[Sequence[str]] = None
+                      ) -> tuple[list[str], np.ndarray, list[str]]:
+    """``folder/<class>/<image>``: returns paths, labels and the class names (sorted)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder not found: {folder}")
+    if classes is None:
+        classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
+        if not classes:
+            raise DataError(f"image folder {folder} has no class sub-folders (expected root/class/image)")
+    index = {c: i for i, c in enumerate(classes)}
+    paths, labels = [], []
+    for c in classes:
+        d = folder / c
+        if not d.is_dir():
+            continue  # a class absent from this split (e.g. test) is allowed
+        for p in sorted(d.rglob("*")):
+            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file():
+                paths.append(str(p))
+                labels.append(index[c])
+    if not paths:
+        raise DataError(f"image folder {folder} holds no images with extensions {IMAGE_EXTENSIONS}")
+    return paths, np.asarray(labels, dtype=np.int64), list(classes)

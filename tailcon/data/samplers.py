@@ -1,0 +1,59 @@
+"""Samplers for long-tailed training sets.
+
+``instance``: plain shuffling (every image once per epoch).
+``class_balanced``: each draw picks a class uniformly, then an image uniformly within it.
+``sqrt``: class probability proportional to sqrt(n_c), then uniform within the class.
+
+The epoch's order comes from ``seed + epoch`` (call :meth:`set_epoch`), so a resumed run draws
+exactly the batches an uninterrupted one would. With ``num_replicas > 1`` each rank takes every
+``num_replicas``-th index of the same global draw (DDP).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Sampler
+
+
+class EpochSampler(Sampler[int]):
+    def __init__(self, targets: Sequence[int], mode: str = "instance", seed: int = 0,
+                 num_samples: int | None = None, num_replicas: int = 1, rank: int = 0):
+        if mode not in ("instance", "class_balanced", "sqrt"):
+            raise ValueError(f"unknown sampler {mode!r}; expected instance, class_balanced or sqrt")
+        self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
+        self.mode, self.seed, self.epoch = mode, seed, 0
+        self.total = int(num_samples or len(self.targets))
+        self.num_replicas, self.rank = num_replicas, rank
+        counts = torch.bincount(self.targets)
+        self.order = torch.argsort(self.targets, stable=True)  # image indices grouped by class
+        self.starts = torch.cumsum(counts, 0) - counts
+        self.counts = counts
+        present = (counts > 0).double()
+        weights = present if mode == "class_balanced" else counts.double().sqrt()
+        self.class_probs = weights / weights.sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def global_indices(self) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        if self.mode == "instance":
+            return torch.randperm(len(self.targets), generator=g)[: self.total]
+        cls = torch.multinomial(self.class_probs, self.total, replacement=True, generator=g)
+        offset = (torch.rand(self.total, generator=g, dtype=torch.float64) * self.counts[cls]).long()
+        return self.order[self.starts[cls] + offset]
+
+    def __iter__(self) -> Iterator[int]:
+        idx = self.global_indices()
+        if self.num_replicas > 1:  # pad so every rank gets the same number of samples
+            per_rank = math.ceil(len(idx) / self.num_replicas)
+            idx = torch.cat([idx, idx[: per_rank * self.num_replicas - len(idx)]])
+            idx = idx[self.rank:: self.num_replicas]
+        return iter(idx.tolist())
+
+    def __len__(self) -> int:
+        return math.ceil(self.total / self.num_replicas)
