@@ -103,6 +103,8 @@ def test_rescom_step_pushes_view1_projections_into_the_queue(tmp_path):
     changed = (method.queue.keys != before).any(dim=1).nonzero().flatten().tolist()
     assert changed == [0, 1, 30, 50]
     out["loss"].backward()  # the in-place queue update does not break autograd
+    short = method.training_step([torch.randn(3, 3, 16, 16) for _ in range(2)], torch.tensor([1, 2, 2]))
+    assert torch.isfinite(short["loss"]), "a smaller last batch needs no fixed-size buffer"
 
 
 def test_rescom_k_neg_beyond_the_queue_is_a_clear_config_error(tmp_path):

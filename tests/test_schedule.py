@@ -1,0 +1,29 @@
+import math
+
+import pytest
+
+from tailcon.engine import lr_at_epoch
+
+
+def test_bcl_cosine_is_per_epoch_and_ends_above_zero():
+    o = {"lr": 0.1, "schedule": "cosine", "warmup_epochs": 0}
+    assert lr_at_epoch(0, o, 90) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi / 91)))
+    assert 0 < lr_at_epoch(89, o, 90) < 1e-4
+
+
+def test_warmup_then_step_decay_as_the_cifar_recipes():
+    o = {"lr": 0.15, "schedule": "step", "warmup_epochs": 5, "milestones": [160, 180], "gamma": 0.1}
+    assert [lr_at_epoch(e, o, 200) for e in range(5)] == pytest.approx([0.03, 0.06, 0.09, 0.12, 0.15])
+    assert lr_at_epoch(159, o, 200) == 0.15
+    assert lr_at_epoch(160, o, 200) == pytest.approx(0.015) and lr_at_epoch(199, o, 200) == pytest.approx(0.0015)
+
+
+def test_rescom_cosine_end_reaches_the_floor_at_the_last_epoch():
+    o = {"lr": 0.06, "schedule": "cosine_end", "warmup_epochs": 10, "min_lr_ratio": 1e-5}
+    assert lr_at_epoch(9, o, 400) == pytest.approx(0.06)
+    assert lr_at_epoch(399, o, 400) == pytest.approx(0.06 * 1e-5)
+
+
+def test_unknown_schedule_is_an_error():
+    with pytest.raises(ValueError, match="unknown optim.schedule 'linear'"):
+        lr_at_epoch(0, {"lr": 0.1, "schedule": "linear"}, 10)
