@@ -32,19 +32,12 @@ def check_labels(targets: np.ndarray, num_classes: int, where: str) -> None:
                         f"[0, {num_classes - 1}]")
 
 
-class ArrayDataset(Dataset):
-    """Images held in memory as one uint8 array [N, H, W, 3] (CIFAR-scale data)."""
+class LabeledImages(Dataset):
+    """Common part: labels, class names, transform; subclasses say how to ``load`` image i."""
 
-    def __init__(self, images: np.ndarray, targets: Sequence[int], num_classes: int,
-                 classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
-                 name: str = "array"):
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise DataError(f"{name}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
-        self.images = images
+    def __init__(self, targets: Sequence[int], num_classes: int, classes: Optional[Sequence[str]],
+                 transform: Optional[Callable], name: str):
         self.targets = np.asarray(targets, dtype=np.int64)
-        if len(self.targets) != len(images):
-            raise DataError(f"{name}: {len(images)} images but {len(self.targets)} labels")
         self.num_classes = int(num_classes)
         check_labels(self.targets, self.num_classes, name)
         self.classes = list(classes) if classes is not None else [str(c) for c in range(num_classes)]
@@ -55,29 +48,39 @@ class ArrayDataset(Dataset):
         return len(self.targets)
 
     def load(self, index: int) -> Image.Image:
-        return Image.fromarray(self.images[index])
+        raise NotImplementedError
 
     def __getitem__(self, index: int):
         img = self.load(index)
         return (self.transform(img) if self.transform else img), int(self.targets[index])
 
 
-class FileListDataset(Dataset):
+class ArrayDataset(LabeledImages):
+    """Images held in memory as one uint8 array [N, H, W, 3] (CIFAR-scale data)."""
+
+    def __init__(self, images: np.ndarray, targets: Sequence[int], num_classes: int,
+                 classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
+                 name: str = "array"):
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise DataError(f"{name}: images must be uint8 [N, H, W, 3], got {images.dtype} {images.shape}")
+        if len(targets) != len(images):
+            raise DataError(f"{name}: {len(images)} images but {len(targets)} labels")
+        super().__init__(targets, num_classes, classes, transform, name)
+        self.images = images
+
+    def load(self, index: int) -> Image.Image:
+        return Image.fromarray(self.images[index])
+
+
+class FileListDataset(LabeledImages):
     """Images on disk given as (path, label) pairs; opened as RGB on access."""
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], num_classes: int,
                  classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
                  name: str = "files"):
+        super().__init__(targets, num_classes, classes, transform, name)
         self.paths = list(paths)
-        self.targets = np.asarray(targets, dtype=np.int64)
-        self.num_classes = int(num_classes)
-        check_labels(self.targets, self.num_classes, name)
-        self.classes = list(classes) if classes is not None else [str(c) for c in range(num_classes)]
-        self.transform = transform
-        self.name = name
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
     def load(self, index: int) -> Image.Image:
         path = self.paths[index]
@@ -88,10 +91,6 @@ class FileListDataset(Dataset):
             raise DataError(f"image file not found: {path} (listed in {self.name})") from None
         except (UnidentifiedImageError, OSError, SyntaxError) as e:
             raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
-
-    def __getitem__(self, index: int):
-        img = self.load(index)
-        return (self.transform(img) if self.transform else img), int(self.targets[index])
 
 
 def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike) -> tuple[list[str], np.ndarray]:
