@@ -126,9 +126,7 @@ class Trainer:
         self.run_dir = Path(cfg["run_dir"] or C.default_run_dir(cfg.get("name")))
         cfg["run_dir"] = str(self.run_dir)
         self.sampler = EpochSampler(self.data.train.targets, cfg["data"]["sampler"], seed=self.seed)
-        self.loader = DataLoader(self.data.train, batch_size=int(cfg["data"]["batch_size"]), sampler=self.sampler,
-                                 num_workers=int(cfg["data"]["num_workers"]), pin_memory=self.device.type == "cuda",
-                                 drop_last=bool(cfg["data"]["drop_last"]), worker_init_fn=_worker_init)
+        self.loader = self._train_loader(self.data.train, self.sampler)
         self.paired_loader = None
         paired = self.method.paired_batch()
         if paired is not None:  # e.g. Hybrid's class-balanced CE batch, drawn alongside the main one
@@ -136,12 +134,15 @@ class Trainer:
             paired_set = copy.copy(self.data.train)
             paired_set.transform = build_train_transform(recipes, info)
             self.paired_sampler = EpochSampler(self.data.train.targets, sampler_mode, seed=self.seed + 1)
-            self.paired_loader = DataLoader(paired_set, batch_size=int(cfg["data"]["batch_size"]),
-                                            sampler=self.paired_sampler, num_workers=int(cfg["data"]["num_workers"]),
-                                            pin_memory=self.device.type == "cuda",
-                                            drop_last=bool(cfg["data"]["drop_last"]), worker_init_fn=_worker_init)
+            self.paired_loader = self._train_loader(paired_set, self.paired_sampler)
         self.start_epoch = 0
         self.best: Optional[dict[str, Any]] = None
+
+    def _train_loader(self, dataset, sampler: EpochSampler) -> DataLoader:
+        d = self.cfg["data"]
+        return DataLoader(dataset, batch_size=int(d["batch_size"]), sampler=sampler, num_workers=int(d["num_workers"]),
+                          pin_memory=self.device.type == "cuda", drop_last=bool(d["drop_last"]),
+                          worker_init_fn=_worker_init)
 
     # ---- state -----------------------------------------------------------------------------
     def state_dict(self, epoch: int) -> dict[str, Any]:
