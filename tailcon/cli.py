@@ -32,13 +32,14 @@ def _split_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
+    from .engine.checkpoint import run_dir_of
 
     path, overrides = _split_args(args.args)
     if args.no_progress:
         overrides.append("train.progress=false")
     resume = C.parse_overrides([o for o in overrides if o.startswith("resume=")]).get("resume")
     if path is None and resume:  # continue a run with the config it was started with
-        saved = Path(resume) / "config.yaml" if Path(resume).is_dir() else Path(resume).parent / "config.yaml"
+        saved = run_dir_of(resume) / "config.yaml"
         path = str(saved)
         cfg = C.resolve(None, overrides, extra=C.load_yaml(saved))
     else:

@@ -1,4 +1,4 @@
-"""torch.distributed helpers: rank info and gathers that keep gradients.
+"""torch.distributed helpers: gathers that keep gradients.
 
 Contrastive losses gather features from every rank so that N ranks see the same contrast set as
 one process with the whole batch. :func:`gather_with_grad` concatenates the shards in rank
@@ -16,18 +16,6 @@ import torch.distributed as dist
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
-def world_size() -> int:
-    return dist.get_world_size() if is_distributed() else 1
-
-
-def rank() -> int:
-    return dist.get_rank() if is_distributed() else 0
-
-
-def is_main_process() -> bool:
-    return rank() == 0
 
 
 class _GatherWithGrad(torch.autograd.Function):

@@ -35,6 +35,12 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
+def run_dir_of(path: str | os.PathLike) -> Path:
+    """The run directory of a run directory or of a checkpoint file inside one."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     path = Path(path)
     if path.is_dir():

@@ -26,7 +26,7 @@ from .. import config as C
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
 from ..data.build import DataBundle
 from ..methods import Method, get_method
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .checkpoint import atomic_write_text, load_checkpoint, run_dir_of, save_checkpoint
 from .logging import RunLogger
 from .metrics import format_report, shot_accuracy
 from .schedule import lr_at_epoch
@@ -311,9 +311,8 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     A method with several stages (``Method.stages``) runs them one after the other in
     ``RUN_DIR/<stage>``; a stage that already finished is skipped on resume.
     """
-    if cfg.get("resume") and not cfg.get("run_dir"):
-        r = Path(cfg["resume"])
-        cfg["run_dir"] = str(r if r.is_dir() else r.parent)
+    if cfg.get("resume"):  # a resumed run continues in its own directory
+        cfg["run_dir"] = str(run_dir_of(cfg["resume"]))
     cfg["run_dir"] = cfg.get("run_dir") or C.default_run_dir(cfg.get("name"))
     stages = get_method(cfg["method"]["name"]).stages(cfg)
     if not stages:
@@ -336,12 +335,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def _train_single(cfg: dict[str, Any]) -> dict[str, Any]:
-    resume = cfg.get("resume")
-    ckpt = None
-    if resume:
-        ckpt = load_checkpoint(resume)
-        rd = Path(resume) if Path(resume).is_dir() else Path(resume).parent
-        cfg["run_dir"] = str(rd)
+    ckpt = load_checkpoint(cfg["resume"]) if cfg.get("resume") else None
     trainer = Trainer(cfg)
     if ckpt is not None:
         trainer.load_state(ckpt)

@@ -36,14 +36,19 @@ def balanced_softmax_loss(logits: torch.Tensor, labels: torch.Tensor, cls_num_li
     return F.cross_entropy(logits + torch.log(n), labels)
 
 
+def effective_numbers(cls_num_list: Counts, beta: float) -> torch.Tensor:
+    """E_c = (1 - beta^n_c) / (1 - beta) (Cui et al. 2019), float64 [C]; all ones for beta = 0."""
+    n = torch.as_tensor(cls_num_list).to(torch.float64)
+    if beta == 0:
+        return torch.ones_like(n)
+    return (1.0 - torch.pow(torch.full_like(n, beta), n)) / (1.0 - beta)
+
+
 def class_balanced_weights(cls_num_list: Counts, beta: float = 0.9999) -> torch.Tensor:
-    """Effective-number weights (Cui et al. 2019): w_c proportional to (1 - beta) / (1 - beta^n_c),
-    normalised to sum to C. Returns a float64 [C] tensor."""
-    n = torch.as_tensor(cls_num_list, dtype=torch.float64)
-    effective = (1.0 - torch.pow(torch.tensor(beta, dtype=torch.float64), n)) / (1.0 - beta) if beta > 0 \
-        else torch.ones_like(n)
-    w = 1.0 / effective
-    return w * len(n) / w.sum()
+    """Effective-number weights (Cui et al. 2019): w_c proportional to 1 / E_c, normalised to
+    sum to C. Returns a float64 [C] tensor."""
+    w = 1.0 / effective_numbers(cls_num_list, beta)
+    return w * len(w) / w.sum()
 
 
 def class_balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

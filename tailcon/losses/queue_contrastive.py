@@ -17,12 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..distributed import gather_no_grad, gather_with_grad, is_distributed
+from .classification import effective_numbers
+from .contrastive import _compute_dtype
 
 Counts = Union[Sequence[int], torch.Tensor]
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(x.dtype, torch.float32)
 
 
 def _gather_two_view_rows(x: torch.Tensor, grad: bool) -> torch.Tensor:
@@ -74,10 +72,7 @@ def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Te
 def effective_number_weights(cls_num_list: Counts, beta: float, like: torch.Tensor) -> torch.Tensor:
     """ResCom's class weights (spec A.4): E_c = (1 - beta^n_c) / (1 - beta), w_c = mean(E) / E_c;
     beta = 0 gives all ones. [C] in the dtype/device of ``like``."""
-    n = torch.as_tensor(cls_num_list, device=like.device).to(torch.float64)
-    if beta == 0:
-        return torch.ones_like(n).to(like.dtype)
-    eff = (1.0 - torch.pow(torch.full_like(n, beta), n)) / (1.0 - beta)
+    eff = effective_numbers(torch.as_tensor(cls_num_list).to(like.device), beta)
     return (eff.mean() / eff).to(like.dtype)
 
 
