@@ -1,4 +1,4 @@
-"""Command line: ``tailcon train``, ``tailcon eval``, ``tailcon configs``."""
+"""Command line: ``tailcon train | eval | bench | configs`` (``tailcon -h`` lists them all)."""
 
 from __future__ import annotations
 
@@ -56,7 +56,68 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from .engine import evaluate_checkpoint
 
+    if args.corruptions:
+        from .engine.robustness import evaluate_corruptions
+
+        if args.overrides:
+            raise C.ConfigError("--corruptions takes no key=value overrides")
+        evaluate_corruptions(args.path, baseline=args.baseline, names=args.corruption_names,
+                             severities=args.severities, max_images=args.max_images or None,
+                             imagenet_c=args.imagenet_c, device=args.device)
+        return 0
+
     evaluate_checkpoint(args.path, split=args.split, overrides=tuple(args.overrides), which=args.checkpoint)
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from .engine.bench import format_bench, run_bench
+
+    path, overrides = _split_args(args.args)
+    cfg = C.resolve(path or str(embedded_config_path()), overrides)
+    result = run_bench(cfg, steps=args.steps, warmup=args.warmup, reference=not args.no_reference)
+    print(format_bench(result))
+    if args.json:
+        print(json.dumps(result))
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    import datetime
+
+    from .engine.compare import compare
+
+    configs = [a for a in args.args if "=" not in a]
+    overrides = [a for a in args.args if "=" in a]
+    if not configs:
+        raise C.ConfigError("tailcon compare needs at least one CONFIG")
+    if args.no_progress:
+        overrides.append("train.progress=false")
+    out = args.out or f"runs/compare-{datetime.datetime.now():%Y%m%d-%H%M%S}"
+    compare(configs, args.seeds, overrides, out, train_runs=not args.table_only)
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from .inference import format_topk, load
+
+    predictor = load(args.path, device=args.device, which=args.checkpoint)
+    print(f"tailcon predict: {predictor}")
+    for start in range(0, len(args.images), 64):
+        names = args.images[start:start + 64]
+        print(format_topk(names, predictor.topk(names, k=args.topk)))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from .engine.report import write_report
+
+    out = args.out or (str(Path(args.runs[0]) / "report") if len(args.runs) == 1 else "report")
+    page = write_report(args.runs, out, tsne_points=args.tsne_points, model_figures=not args.no_model,
+                        device=args.device)
+    print(f"tailcon report: wrote {page} and its figures")
     return 0
 
 
@@ -84,7 +145,59 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--split", choices=("test", "val"), default="test")
     e.add_argument("--checkpoint", choices=("last", "best"), default="last",
                    help="which checkpoint of a run directory (default: last, the final epoch)")
+    e.add_argument("--corruptions", action="store_true",
+                   help="error under the common corruptions (noise, blur, weather, digital; 5 severities) and, with "
+                        "--baseline, CE per corruption and mCE; writes corruptions.json")
+    e.add_argument("--baseline", default=None, metavar="RUN_DIR", help="the run mCE is relative to (e.g. a CE run)")
+    e.add_argument("--corruption-names", nargs="+", default=None, metavar="NAME", help="default: all")
+    e.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
+    e.add_argument("--max-images", type=int, default=1000,
+                   help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all)")
+    e.add_argument("--imagenet-c", default=None, metavar="ROOT", help="ImageNet-C folder for file datasets")
+    e.add_argument("--device", default=None)
     e.set_defaults(func=cmd_eval)
+    b = sub.add_parser("bench", help="training images/s and peak memory of a config, and the same step through "
+                                     "the reference per-image PIL pipeline",
+                       description="tailcon bench CONFIG [key=value ...] [--json]: times --steps optimisation steps "
+                                   "after --warmup, first as configured (on-device augmentation, channels_last, ...), "
+                                   "then through per-image PIL transforms in DataLoader workers (fp32, NCHW), and "
+                                   "prints the ratio; --json adds one JSON line with images_per_s, "
+                                   "reference_images_per_s, ratio, peak_memory_mb")
+    b.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    b.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
+    b.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    b.add_argument("--json", action="store_true", help="last line: the result as one JSON object")
+    b.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
+    b.set_defaults(func=cmd_bench)
+    m = sub.add_parser("compare", help="train several configs at the same budget and seeds; Markdown + CSV table",
+                       description="tailcon compare CONFIG... [--seeds 0 1 2] [--out DIR] [key=value ...]: the "
+                                   "overrides apply to every config (the common budget); finished runs are read "
+                                   "back, interrupted ones resume. Writes OUT/compare.md and OUT/compare.csv: "
+                                   "final-epoch top-1 and Many/Medium/Few as mean ± std, best epoch labelled.")
+    m.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    m.add_argument("--seeds", type=int, nargs="+", default=[0])
+    m.add_argument("--out", default=None, help="runs and tables go here (default runs/compare-<time>)")
+    m.add_argument("--table-only", action="store_true", help="only rebuild the table from finished runs")
+    m.add_argument("--no-progress", action="store_true")
+    m.set_defaults(func=cmd_compare)
+    r = sub.add_parser("predict", help="top-k classes with probabilities for image files",
+                       description="tailcon predict RUN_DIR_OR_CHECKPOINT IMAGE... [--topk 5]")
+    r.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("--topk", type=int, default=5)
+    r.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    r.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    r.set_defaults(func=cmd_predict)
+    rp = sub.add_parser("report", help="PNG figures and a Markdown page for one or more runs",
+                        description="tailcon report RUN_DIR... [--out DIR]: per-class accuracy vs training count, "
+                                    "Many/Medium/Few bars, training curves, confusion matrix (<= 20 classes) and a "
+                                    "t-SNE of test features (these two re-run the test set: the data must be there)")
+    rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    rp.add_argument("--out", default=None, help="default: RUN_DIR/report for one run, ./report for several")
+    rp.add_argument("--tsne-points", type=int, default=2000)
+    rp.add_argument("--no-model", action="store_true", help="only the figures from logs (no test-set pass)")
+    rp.add_argument("--device", default=None)
+    rp.set_defaults(func=cmd_report)
     c = sub.add_parser("configs", help="list config files")
     c.add_argument("root", nargs="?", default="configs")
     c.set_defaults(func=cmd_configs)
@@ -98,16 +211,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # options may sit between key=value pairs: argparse leaves the pairs after an option unparsed
-    if rest and all("=" in r and not r.startswith("-") for r in rest) and args.command in ("train", "eval"):
-        if args.command == "train":
-            args.args = list(args.args) + rest
-        else:
-            args.overrides = list(args.overrides) + rest
+    if rest and all("=" in r and not r.startswith("-") for r in rest) and hasattr(args, "args"):
+        args.args = list(args.args) + rest
+    elif rest and all("=" in r and not r.startswith("-") for r in rest) and hasattr(args, "overrides"):
+        args.overrides = list(args.overrides) + rest
     elif rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (C.ConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as e:
+    except (C.ConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError, TypeError) as e:
         print(f"tailcon: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -64,8 +64,11 @@ DEFAULTS: dict[str, Any] = {
         "mean": None,  # None: dataset default
         "std": None,
         "train_augment": "crop_flip",  # see tailcon.data.transforms.RECIPES
-        "batch_size": 128,
+        "batch_size": 128,  # the global batch: split over the processes under torchrun
         "eval_batch_size": 256,
+        # auto: on-device batched augmentation for in-memory (CIFAR-scale) data when the method's
+        # views allow it, else reference; device | reference force one (tailcon.data.loaders)
+        "pipeline": "auto",
         "num_workers": 2,
         "sampler": "instance",  # instance | class_balanced | sqrt
         "drop_last": False,
@@ -75,6 +78,7 @@ DEFAULTS: dict[str, Any] = {
         "classifier": "linear",  # linear | cosine
         "cosine_scale": 30.0,
         "zero_init_residual": False,
+        "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch
     },
     "optim": {
         "name": "sgd",
@@ -90,8 +94,9 @@ DEFAULTS: dict[str, Any] = {
     },
     "train": {
         "epochs": 200,
-        "amp": "none",  # none | bf16 | fp16
-        "channels_last": False,
+        "amp": "auto",  # auto (bf16 on CUDA GPUs with bf16, else none) | none | bf16 | fp16
+        "channels_last": True,  # NHWC convolutions: faster on GPUs with AMP and on CPUs (oneDNN)
+        "compile": False,  # torch.compile the backbone
         "eval_every": 1,
         "progress": True,  # progress bars (also off when stdout is not a TTY)
         "deterministic": False,
@@ -197,6 +202,9 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str,
     base = data.pop("_base_", None)
     if base is not None:
         parent = load_yaml(path.parent / base, _seen + (str(path.resolve()),))
+        child_method = (data.get("method") or {}).get("name")
+        if child_method is not None and child_method != (parent.get("method") or {}).get("name"):
+            parent = {k: v for k, v in parent.items() if k != "method"}  # its keys belong to the other method
         data = merge(parent, data)
     return data
 

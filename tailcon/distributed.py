@@ -10,6 +10,8 @@ exactly the single-process parameter gradient. Works on gloo (CPU) and NCCL.
 
 from __future__ import annotations
 
+import os
+
 import torch
 import torch.distributed as dist
 
@@ -46,3 +48,90 @@ def gather_no_grad(x: torch.Tensor) -> torch.Tensor:
     parts = [torch.empty_like(x) for _ in range(dist.get_world_size())]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts, dim=0)
+
+
+class _AllReduceWithGrad(torch.autograd.Function):
+    """Sum over ranks; backward sums the incoming gradients over ranks too (see module docstring)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        x = x.contiguous().clone()
+        dist.all_reduce(x, op=dist.ReduceOp.SUM)
+        return x
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.contiguous().clone()
+        dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+        return grad
+
+
+def all_reduce_with_grad(x: torch.Tensor) -> torch.Tensor:
+    return _AllReduceWithGrad.apply(x) if is_distributed() else x
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def init_from_env() -> bool:
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR, ...); NCCL with
+    one GPU per process (LOCAL_RANK) when CUDA is available, gloo otherwise. False when not
+    launched by torchrun with more than one process."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    if not dist.is_initialized():
+        cuda = torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
+    return True
+
+
+def local_device(name: str | None) -> torch.device | None:
+    """Under torchrun with CUDA every process uses cuda:LOCAL_RANK."""
+    if is_distributed() and name in (None, "auto", "cuda") and torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return None
+
+
+def broadcast_object(obj):
+    """Rank 0's value of a picklable object on every rank."""
+    if not is_distributed():
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def all_gather_objects(obj) -> list:
+    if not is_distributed():
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def sum_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    if not is_distributed():
+        return x
+    x = x.clone()
+    dist.all_reduce(x, op=dist.ReduceOp.SUM)
+    return x
+
+
+def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
+    return sum_over_ranks(x) / world_size()
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()

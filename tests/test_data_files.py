@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from tailcon import config as C
@@ -94,3 +95,30 @@ def test_image_folder_dataset(tmp_path):
     data = build_data(C.resolve(None, ["data.name=folder", f"data.root={tmp_path}"]))
     assert data.classes == ["cat", "dog"] and data.cls_num_list == [4, 1]
     assert data.test.targets.tolist() == [0, 1] and not data.has_val
+
+
+def test_jpeg_folder_trains_through_the_device_decode_pipeline(tmp_path):
+    """File datasets with data.pipeline=device: bytes from workers, decode_jpeg on the device,
+    images of different sizes padded into one batch, random-resized crops from each true size."""
+    import numpy as np
+    from PIL import Image
+
+    from tailcon.engine import Trainer
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 6), ("test", 2)):
+        for cls in ("cat", "dog"):
+            for i in range(n):
+                h, w = int(rng.integers(20, 48)), int(rng.integers(20, 48))
+                p = tmp_path / split / cls / f"{i}.jpg"
+                p.parent.mkdir(parents=True, exist_ok=True)
+                Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(p, quality=90)
+    cfg = C.resolve(None, ["data.name=folder", f"data.root={tmp_path}", "data.pipeline=device", "data.image_size=24",
+                           "data.batch_size=8", "data.num_workers=0", "model.backbone=resnet8", "train.epochs=1",
+                           "train.progress=false", f"run_dir={tmp_path / 'run'}"])
+    trainer = Trainer(cfg)
+    assert trainer.pipeline == "device"
+    trainer.sampler.set_epoch(0)
+    views, labels, _ = next(trainer.batches())
+    assert views[0].shape == (8, 3, 24, 24) and torch.isfinite(views[0]).all() and labels.shape == (8,)
+    assert trainer.train_one_epoch(0, 1)["images"] == 12

@@ -13,8 +13,8 @@ from tailcon.engine import checkpoint as ckpt_mod
 from conftest import tiny_cfg
 
 
-def test_two_epochs_on_embedded_data_beat_chance(tmp_path):
-    res = train(tiny_cfg(tmp_path, "optim.lr=0.1", epochs=2))
+def test_four_epochs_on_embedded_data_beat_chance(tmp_path):
+    res = train(tiny_cfg(tmp_path, "optim.lr=0.1", epochs=4))
     assert res["top1"] > 25.0, f"10 classes: chance is 10%, got {res['top1']}"
     assert set(["top1", "many", "medium", "few", "per_class", "train_counts"]) <= set(res)
     run = tmp_path / "run"
@@ -22,10 +22,10 @@ def test_two_epochs_on_embedded_data_beat_chance(tmp_path):
         assert (run / name).is_file(), name
     assert any((run / "tb").iterdir()), "TensorBoard events"
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert {"loss", "lr", "time_s", "images_per_s", "val"} <= set(records[0])
     saved = C.load_yaml(run / "config.yaml")
-    assert saved["train"]["epochs"] == 2 and saved["method"] == {"name": "logit_adjusted", "tau": 1.0}
+    assert saved["train"]["epochs"] == 4 and saved["method"] == {"name": "logit_adjusted", "tau": 1.0}
 
 
 class _Killed(Exception):
@@ -116,3 +116,24 @@ def test_cli_options_may_come_between_overrides(tmp_path):
     run = tmp_path / "mixed"
     assert main(["train", "train.epochs=1", "--no-progress", "train.max_steps_per_epoch=1", f"run_dir={run}"]) == 0
     assert (run / "last.pt").is_file()
+
+
+def test_bench_prints_ratio_and_a_json_line_with_the_contract_keys(capsys):
+    from tailcon.cli import embedded_config_path
+
+    rc = main(["bench", str(embedded_config_path()), "--steps", "2", "--warmup", "1", "--json",
+               "data.batch_size=32"])
+    assert rc == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    result = json.loads(lines[-1])
+    for key in ("images_per_s", "reference_images_per_s", "ratio", "peak_memory_mb"):
+        assert isinstance(result[key], float) and result[key] > 0, key
+    assert result["ratio"] == pytest.approx(result["images_per_s"] / result["reference_images_per_s"])
+    assert result["pipeline"] == "device" and any("ratio:" in line for line in lines)
+
+
+def test_device_pipeline_is_refused_with_a_reason_where_it_cannot_apply(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=dscl", "data.pipeline=device", "method.queue_size=64",
+                   "method.patch_size=8", "method.stage=pretrain")
+    with pytest.raises(C.ConfigError, match="dscl.*own per-image views"):
+        Trainer(cfg)

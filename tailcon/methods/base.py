@@ -40,6 +40,11 @@ class Method(nn.Module):
     # Test-time prediction is the argmax of :meth:`forward`'s logits (no adjustment unless a
     # method overrides ``forward``).
     evaluates: bool = True  # False: the model cannot classify yet (a pre-training stage)
+    # True when some trainable parameters get no gradient in a step (DDP must then look for them)
+    has_unused_parameters: bool = False
+    # submodules whose input is the same on every rank (not a data batch): model.sync_bn leaves
+    # their BatchNorm local, so its statistics stay those of one process
+    replicated_modules: tuple[str, ...] = ()
 
     @classmethod
     def stages(cls, cfg: Mapping[str, Any]) -> list[tuple[str, dict]]:

@@ -38,6 +38,7 @@ class BCL(Method):
         "sim_view": "sim_cifar",
         "rand_view": "randstack",
     }
+    replicated_modules = ("center_head",)  # its BatchNorm batch is the C class vectors
 
     def __init__(self, cfg, data):
         super().__init__(cfg, data)

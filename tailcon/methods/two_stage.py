@@ -55,6 +55,10 @@ class TwoStageMixin:
     def stage(self) -> str:
         return self.hparams["stage"]
 
+    @property
+    def has_unused_parameters(self) -> bool:  # pre-training leaves the classifier untouched
+        return self.stage == "pretrain"
+
     def setup_stage(self) -> None:
         """Call at the end of ``__init__``: checks the stage, and for ``linear`` loads stage 1 and
         freezes everything but the classifier."""

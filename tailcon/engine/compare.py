@@ -1,0 +1,213 @@
+"""``tailcon compare``: every config at the same budget and seeds, one table.
+
+Runs live in ``OUT/<config name>/seed<k>``; a run that finished is read back, a run that was
+interrupted resumes. The table reports the **final epoch** (the unbiased figure) as mean ± std
+over seeds, and beside it the best epoch, labelled with the split it was selected on: the
+validation split where the dataset has one, otherwise the test split, marked as optimistic.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+from .. import config as C
+from .checkpoint import atomic_write_text
+from .trainer import NonFiniteLossError
+
+METRICS = ("top1", "many", "medium", "few")
+
+
+@dataclass
+class RunSpec:
+    name: str
+    config_path: str
+    seed: int
+    run_dir: Path
+    cfg: dict
+    skipped: list[str] = field(default_factory=list)
+
+
+def run_name(config_path: str) -> str:
+    p = Path(config_path)
+    return f"{p.parent.name}-{p.stem}" if p.parent.name and p.parent.name != "configs" else p.stem
+
+
+def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], out: Path) -> list[RunSpec]:
+    """Resolve every (config, seed). ``method.*`` overrides a method does not have (e.g.
+    ``method.linear_epochs`` for CE) are left out for that config and noted; anything else
+    unknown is an error as in ``tailcon train``."""
+    from ..methods import get_method
+
+    resolved = []
+    names = [run_name(c) for c in configs]
+    if len(set(names)) != len(names):
+        raise C.ConfigError(f"two configs share a run name: {names}")
+    for path, name in zip(configs, names):
+        method_name = C.resolve(path, [o for o in overrides if o.startswith("method.name=")])["method"]["name"]
+        known = set(get_method(method_name).defaults) | {"name"}
+        kept, skipped = [], []
+        for o in overrides:
+            key = o.split("=", 1)[0]
+            if key.startswith("method.") and key.split(".", 1)[1] not in known:
+                skipped.append(key)
+            else:
+                kept.append(o)
+        get_method(method_name).validate_config(C.resolve(path, kept)["method"])  # fail now, not hours later
+        resolved.append((path, name, kept, skipped))
+    # every config's first seed first: an interrupted comparison still covers every config
+    return [RunSpec(name, path, seed, out / name / f"seed{seed}",
+                    C.resolve(path, kept + [f"seed={seed}", f"run_dir={out / name / f'seed{seed}'}"]), skipped)
+            for seed in seeds for path, name, kept, skipped in resolved]
+
+
+def run_all(specs: Sequence[RunSpec]) -> None:
+    from . import trainer
+
+    for i, spec in enumerate(specs):
+        done = (spec.run_dir / "results.json").is_file()
+        print(f"tailcon compare [{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: "
+              f"{'finished, reading it back' if done else 'training'} ({spec.run_dir})", flush=True)
+        if spec.skipped:
+            print(f"  note: {', '.join(spec.skipped)} do not apply to {spec.cfg['method']['name']}; left out")
+        if done:
+            continue
+        cfg = dict(spec.cfg)
+        if (spec.run_dir / "last.pt").is_file() or (spec.run_dir / "stages.json").is_file():
+            cfg["resume"] = str(spec.run_dir)
+        (spec.run_dir / "failed.txt").unlink(missing_ok=True)
+        try:
+            trainer.train(cfg)
+        except (NonFiniteLossError, RuntimeError, ValueError) as e:  # one bad run does not stop the others
+            spec.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(spec.run_dir / "failed.txt", f"{type(e).__name__}: {e}\n")
+            print(f"  FAILED: {type(e).__name__}: {e}", flush=True)
+
+
+def _mean_std(values: list[Optional[float]]) -> tuple[Optional[float], Optional[float]]:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return None, None
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    return mean, std
+
+
+def _train_minutes(run_dir: Path) -> float:
+    total = 0.0
+    for path in run_dir.rglob("metrics.jsonl"):
+        for line in path.read_text().splitlines():
+            if line.strip():
+                total += json.loads(line).get("time_s", 0.0)
+    return total / 60
+
+
+def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
+    """One row per config: final-epoch and best-epoch metrics as mean/std over its seeds."""
+    rows: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        if not (spec.run_dir / "results.json").is_file():
+            failed = spec.run_dir / "failed.txt"
+            why = failed.read_text().strip() if failed.is_file() else "not finished"
+            rows.setdefault(spec.name, {"name": spec.name, "method": spec.cfg["method"]["name"], "seeds": [],
+                                        "final": {m: [] for m in METRICS}, "best": {m: [] for m in METRICS},
+                                        "best_epoch": [], "selected_on": set(), "epochs": None, "minutes": [],
+                                        "failed": []})["failed"].append(f"seed {spec.seed}: {why}")
+            continue
+        res = json.loads((spec.run_dir / "results.json").read_text())
+        row = rows.setdefault(spec.name, {"name": spec.name, "method": spec.cfg["method"]["name"], "seeds": [],
+                                          "final": {m: [] for m in METRICS}, "best": {m: [] for m in METRICS},
+                                          "best_epoch": [], "selected_on": set(), "epochs": res.get("epoch"),
+                                          "minutes": [], "failed": []})
+        row["epochs"] = res.get("epoch")
+        row["seeds"].append(spec.seed)
+        for m in METRICS:
+            row["final"][m].append(res.get(m))
+        best = res.get("best") or {}
+        if "test" in best:
+            row["selected_on"].add(best.get("selected_on", "test"))
+            row["best_epoch"].append(best.get("epoch"))
+            for m in METRICS:
+                row["best"][m].append(best["test"].get(m))
+        row["minutes"].append(_train_minutes(spec.run_dir))
+    out = []
+    for row in rows.values():
+        row["final"] = {m: _mean_std(v) for m, v in row["final"].items()}
+        row["best"] = {m: _mean_std(v) for m, v in row["best"].items()}
+        row["selected_on"] = "/".join(sorted(row["selected_on"])) or "-"
+        row["minutes"] = sum(row["minutes"]) / len(row["minutes"]) if row["minutes"] else 0.0
+        out.append(row)
+    return out
+
+
+def _pm(ms: tuple[Optional[float], Optional[float]]) -> str:
+    mean, std = ms
+    return "empty" if mean is None else f"{mean:.2f} ± {std:.2f}"
+
+
+def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
+    n_seeds = max(len(r["seeds"]) for r in rows) if rows else 0
+    test_selected = any("test" in r["selected_on"] for r in rows)
+    best_label = "best epoch top-1 (picked on TEST: optimistic)" if test_selected else "best epoch top-1 (picked on val)"
+    lines = [title] if title else []
+    lines += [f"Final epoch on the test split, mean ± std over {n_seeds} seed(s). "
+              "Many > 100 / Medium 20-100 / Few < 20 training images; 'empty': no class in that group.", "",
+              f"| config | method | top-1 | Many | Medium | Few | {best_label} | train min/run |",
+              "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -(r["final"]["top1"][0] or 0)):
+        f = r["final"]
+        lines.append(f"| {r['name']} | {r['method']} | {_pm(f['top1'])} | {_pm(f['many'])} | {_pm(f['medium'])} | "
+                     f"{_pm(f['few'])} | {_pm(r['best']['top1'])} | {r['minutes']:.1f} |")
+    failures = [f"- {r['name']}: {f}" for r in rows for f in r.get("failed", [])]
+    if failures:
+        lines += ["", "Runs without a result (not in the means above):", *failures]
+    if test_selected:
+        lines += ["", "The best-epoch column is selected on the test split itself (the dataset has no validation "
+                      "split): it is an optimistic figure, shown only because papers report it. The final-epoch "
+                      "columns are the honest comparison."]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(rows: Sequence[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    header = ["config", "method", "seeds", "epochs"]
+    for m in METRICS:
+        header += [f"final_{m}_mean", f"final_{m}_std"]
+    header += ["best_top1_mean", "best_top1_std", "best_selected_on", "train_minutes_per_run", "failed"]
+    w.writerow(header)
+    for r in rows:
+        line = [r["name"], r["method"], " ".join(map(str, r["seeds"])), r["epochs"] or ""]
+        for m in METRICS:
+            line += [_fmt(x) for x in r["final"][m]]
+        line += [_fmt(x) for x in r["best"]["top1"]] + [r["selected_on"], f"{r['minutes']:.2f}",
+                                                        "; ".join(r.get("failed", []))]
+        w.writerow(line)
+    return buf.getvalue()
+
+
+def _fmt(x: Optional[float]) -> str:
+    return "" if x is None else f"{x:.4f}"
+
+
+def compare(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], out: str | Path,
+            train_runs: bool = True) -> list[dict[str, Any]]:
+    out = Path(out)
+    specs = plan(configs, seeds, overrides, out)
+    if train_runs:
+        run_all(specs)
+    rows = collect(specs)
+    out.mkdir(parents=True, exist_ok=True)
+    command = "tailcon compare " + " ".join(configs) + f" --seeds {' '.join(map(str, seeds))} --out {out} " + \
+              " ".join(overrides)
+    md = to_markdown(rows, title=f"Comparison: `{command.strip()}`\n")
+    atomic_write_text(out / "compare.md", md)
+    atomic_write_text(out / "compare.csv", to_csv(rows))
+    print(md)
+    print(f"tailcon compare: wrote {out / 'compare.md'} and {out / 'compare.csv'}")
+    return rows

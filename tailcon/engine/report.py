@@ -1,0 +1,258 @@
+"""``tailcon report RUN_DIR...``: figures and a Markdown page for one or more runs.
+
+Figures (PNG): per-class accuracy against per-class training count (log scale), Many / Medium /
+Few bars per run, training curves (losses, learning rate, accuracy), and, from the test set
+predicted again with each run's final checkpoint, a confusion matrix (at most 20 classes) and a
+2-D t-SNE of test features coloured by the class's head/tail group.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .logging import read_metrics
+from .metrics import FEW_THRESHOLD, MANY_THRESHOLD, shot_groups
+
+GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def stage_dirs(run_dir: Path) -> list[Path]:
+    """The directories holding a run's epochs in order (a staged run: its stages)."""
+    stages = run_dir / "stages.json"
+    if stages.is_file():
+        return [run_dir / name for name in json.loads(stages.read_text())]
+    return [run_dir]
+
+
+def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    results_path = run_dir / "results.json"
+    if not results_path.is_file():
+        raise FileNotFoundError(f"{run_dir}: no results.json (has the run finished? `tailcon eval {run_dir}` writes one)")
+    curves = []
+    for i, d in enumerate(stage_dirs(run_dir)):
+        for record in read_metrics(d):
+            curves.append({**record, "stage": d.name if d != run_dir else "", "stage_index": i})
+    return {"dir": run_dir, "name": run_dir.name if run_dir.name else str(run_dir),
+            "results": json.loads(results_path.read_text()), "curves": curves}
+
+
+def _label(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
+    names = [r["name"] for r in runs]
+    if names.count(run["name"]) > 1 or run["name"].startswith("seed"):
+        return f"{run['dir'].parent.name}/{run['name']}"
+    return run["name"]
+
+
+# ---- figures from the logged results ---------------------------------------------------------
+def plot_per_class(runs, path: Path) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for run in runs:
+        res = run["results"]
+        counts = np.asarray(res["train_counts"], dtype=float)
+        acc = np.asarray([np.nan if a is None else a for a in res["per_class"]], dtype=float)
+        order = np.argsort(-counts)
+        ax.plot(counts[order], acc[order], marker="o", ms=3, lw=1, label=_label(run, runs))
+    for x in (FEW_THRESHOLD, MANY_THRESHOLD):
+        ax.axvline(x, color="grey", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_xlabel("training images of the class (log scale)")
+    ax.set_ylabel("test accuracy of the class (%)")
+    ax.set_ylim(-2, 102)
+    ax.set_title("Per-class accuracy against class size (dotted: Few | Medium | Many bounds)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_shot_bars(runs, path: Path) -> None:
+    plt = _plt()
+    groups = ("top1", "many", "medium", "few")
+    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs) + 3), 4))
+    width = 0.8 / len(runs)
+    for i, run in enumerate(runs):
+        vals = [run["results"].get(g) for g in groups]
+        xs = np.arange(len(groups)) + (i - (len(runs) - 1) / 2) * width
+        bars = ax.bar(xs, [np.nan if v is None else v for v in vals], width, label=_label(run, runs))
+        for b, v in zip(bars, vals):
+            ax.text(b.get_x() + b.get_width() / 2, (v or 0) + 1, "empty" if v is None else f"{v:.1f}",
+                    ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(np.arange(len(groups)))
+    ax.set_xticklabels(["overall", "Many (>100)", "Medium (20-100)", "Few (<20)"])
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_ylim(0, 115)
+    ax.legend(fontsize=8, ncol=2)
+    ax.set_title("Final-epoch accuracy by group")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_curves(runs, path: Path) -> None:
+    plt = _plt()
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    for run in runs:
+        recs = run["curves"]
+        if not recs:
+            continue
+        x = np.arange(1, len(recs) + 1)  # epochs across stages, in order
+        label = _label(run, runs)
+        line, = axes[0].plot(x, [r.get("loss", np.nan) for r in recs], label=label)
+        for key in sorted({k for r in recs for k in r if k.startswith("loss_")}):
+            axes[0].plot(x, [r.get(key, np.nan) for r in recs], ls="--", lw=0.8, color=line.get_color(),
+                         label=f"{label} {key}")
+        axes[1].plot(x, [r.get("lr", np.nan) for r in recs], color=line.get_color(), label=label)
+        for split, style in (("val", "-"), ("test", ":")):
+            pts = [(xi, r[split]["top1"]) for xi, r in zip(x, recs) if isinstance(r.get(split), dict)]
+            if pts:
+                axes[2].plot(*zip(*pts), ls=style, marker="o", ms=3, color=line.get_color(), label=f"{label} {split}")
+    for ax, title in zip(axes, ("training losses (dashed: parts)", "learning rate", "top-1 (%) during training")):
+        ax.set_title(title)
+        ax.set_xlabel("epoch (all stages in order)")
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ---- figures that need the model on the test set ---------------------------------------------
+@torch.no_grad()
+def test_predictions(run_dir: Path, max_points: int, device: Optional[str] = None) -> dict[str, Any]:
+    """Predictions for the whole test set and features of up to ``max_points`` test images."""
+    from torch.utils.data import DataLoader
+
+    from ..data import build_data, build_eval_transform
+    from ..inference import load
+
+    predictor = load(run_dir, device=device)
+    data = build_data(predictor.config)
+    data.test.transform = build_eval_transform(data.info)
+    loader = DataLoader(data.test, batch_size=256, shuffle=False, num_workers=0)
+    preds, labels, feats = [], [], []
+    for x, y in loader:
+        x = x.to(predictor.device)
+        f = predictor.model.features(x)
+        preds.append(predictor.model(x).argmax(1).cpu())
+        labels.append(y)
+        feats.append(f.float().cpu())
+    labels_t = torch.cat(labels)
+    g = torch.Generator().manual_seed(0)
+    keep = torch.randperm(len(labels_t), generator=g)[:max_points]
+    return {"preds": torch.cat(preds).numpy(), "labels": labels_t.numpy(), "features": torch.cat(feats)[keep].numpy(),
+            "feature_labels": labels_t[keep].numpy(), "classes": predictor.classes,
+            "counts": list(predictor.model.cls_num.long().tolist())}
+
+
+def plot_confusion(pred: dict[str, Any], title: str, path: Path) -> None:
+    plt = _plt()
+    c = len(pred["classes"])
+    cm = np.zeros((c, c))
+    np.add.at(cm, (pred["labels"], pred["preds"]), 1)
+    cm = cm / np.maximum(cm.sum(1, keepdims=True), 1) * 100
+    order = np.argsort(-np.asarray(pred["counts"]), kind="stable")  # head classes first
+    cm = cm[order][:, order]
+    names = [f"{pred['classes'][i]} ({pred['counts'][i]})" for i in order]
+    fig, ax = plt.subplots(figsize=(0.45 * c + 3, 0.45 * c + 2.5))
+    im = ax.imshow(cm, cmap="Blues", vmin=0, vmax=100)
+    ax.set_xticks(range(c))
+    ax.set_yticks(range(c))
+    ax.set_xticklabels(names, rotation=90, fontsize=7)
+    ax.set_yticklabels(names, fontsize=7)
+    for i in range(c):
+        for j in range(c):
+            if cm[i, j] >= 0.5:
+                ax.text(j, i, f"{cm[i, j]:.0f}", ha="center", va="center", fontsize=6,
+                        color="white" if cm[i, j] > 50 else "black")
+    ax.set_xlabel("predicted (training count)")
+    ax.set_ylabel("true class, head to tail (training count)")
+    ax.set_title(f"{title}: confusion (% of each true class)")
+    fig.colorbar(im, ax=ax, fraction=0.04)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def plot_embedding(pred: dict[str, Any], title: str, path: Path) -> None:
+    from sklearn.manifold import TSNE
+
+    plt = _plt()
+    feats = pred["features"]
+    emb = TSNE(n_components=2, init="pca", perplexity=min(30, max(5, len(feats) // 10)),
+               random_state=0).fit_transform(feats)
+    groups = shot_groups(pred["counts"])
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for name, mask in groups.items():
+        pts = np.isin(pred["feature_labels"], np.flatnonzero(mask))
+        if pts.any():
+            ax.scatter(emb[pts, 0], emb[pts, 1], s=4, alpha=0.6, color=GROUP_COLOURS[name],
+                       label=f"{name} classes ({int(mask.sum())})")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.legend(markerscale=3, fontsize=8)
+    ax.set_title(f"{title}: t-SNE of {len(feats)} test features")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ---- the page ----------------------------------------------------------------------------------
+def _fmt(v) -> str:
+    return "empty" if v is None else f"{v:.2f}"
+
+
+def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: int = 2000,
+                 model_figures: bool = True, device: Optional[str] = None) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(d) for d in run_dirs]
+    lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few |", "|---|---|---|---|---|---|---|"]
+    for run in runs:
+        r = run["results"]
+        cfg_path = run["dir"] / "config.yaml"
+        method = ""
+        if cfg_path.is_file():
+            from .. import config as C
+
+            method = C.load_yaml(cfg_path).get("method", {}).get("name", "")
+        lines.append(f"| {_label(run, runs)} | {method} | {r.get('epoch')} | {_fmt(r.get('top1'))} | "
+                     f"{_fmt(r.get('many'))} | {_fmt(r.get('medium'))} | {_fmt(r.get('few'))} |")
+    figures = [("per_class_accuracy.png", "Per-class accuracy against training count", plot_per_class),
+               ("shot_groups.png", "Many / Medium / Few", plot_shot_bars),
+               ("training_curves.png", "Training curves", plot_curves)]
+    for name, title, fn in figures:
+        fn(runs, out / name)
+        lines += ["", f"## {title}", "", f"![{title}]({name})"]
+    if model_figures:
+        for i, run in enumerate(runs):
+            label = _label(run, runs)
+            pred = test_predictions(run["dir"], tsne_points, device)
+            lines += ["", f"## {label}: test-set figures", ""]
+            if len(pred["classes"]) <= 20:
+                name = f"confusion_{i}.png"
+                plot_confusion(pred, label, out / name)
+                lines.append(f"![confusion matrix of {label}]({name})")
+            else:
+                lines.append(f"({len(pred['classes'])} classes: no confusion matrix above 20)")
+            name = f"tsne_{i}.png"
+            plot_embedding(pred, label, out / name)
+            lines += ["", f"![t-SNE of {label}]({name})"]
+    page = out / "report.md"
+    page.write_text("\n".join(lines) + "\n")
+    return page

@@ -1,0 +1,138 @@
+"""tailcon compare (same budget and seeds, mean ± std, resumable), tailcon report (figures and
+page), tailcon predict / tailcon.load (the run's preprocessing, same predictions as evaluation)."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import tailcon
+from tailcon.cli import embedded_config_path, main
+from tailcon.engine import compare as compare_mod
+from tailcon.engine import train
+
+from conftest import tiny_cfg
+
+BUDGET = ["train.epochs=2", "train.eval_every=1", "optim.warmup_epochs=0", "train.progress=false"]
+
+
+def _configs(tmp_path):
+    base = embedded_config_path()
+    paths = []
+    for name in ("ce", "logit_adjusted"):
+        p = tmp_path / "configs" / f"{name}.yaml"
+        p.parent.mkdir(exist_ok=True)
+        p.write_text(f"_base_: {base}\nmethod:\n  name: {name}\n")
+        paths.append(str(p))
+    return paths
+
+
+def test_compare_trains_each_config_per_seed_and_tabulates_mean_and_std(tmp_path, monkeypatch):
+    out = tmp_path / "cmp"
+    configs = _configs(tmp_path)
+    assert main(["compare", *configs, "--seeds", "0", "1", "--out", str(out), *BUDGET,
+                 "method.linear_epochs=1"]) == 0
+    for name in ("ce", "logit_adjusted"):
+        for seed in (0, 1):
+            res = json.loads((out / name / f"seed{seed}" / "results.json").read_text())
+            assert res["epoch"] == 2
+    rows = list(csv.DictReader((out / "compare.csv").open()))
+    assert {r["config"] for r in rows} == {"ce", "logit_adjusted"}
+    for r in rows:
+        tops = [json.loads((out / r["config"] / f"seed{s}" / "results.json").read_text())["top1"] for s in (0, 1)]
+        assert float(r["final_top1_mean"]) == pytest.approx(np.mean(tops), abs=1e-3)
+        assert float(r["final_top1_std"]) == pytest.approx(np.std(tops, ddof=1), abs=1e-3)
+        assert r["seeds"] == "0 1" and r["best_selected_on"] == "val"
+    md = (out / "compare.md").read_text()
+    assert "±" in md and "picked on val" in md and "Final epoch" in md
+    # a second call reads the finished runs back instead of training again
+    monkeypatch.setattr("tailcon.engine.trainer.train", lambda cfg: pytest.fail("retrained a finished run"))
+    rows2 = compare_mod.compare(configs, [0, 1], BUDGET, out)
+    assert len(rows2) == 2
+
+
+def test_compare_resumes_an_interrupted_run(tmp_path):
+    out = tmp_path / "cmp"
+    configs = _configs(tmp_path)[:1]
+    spec = compare_mod.plan(configs, [0], BUDGET, out)[0]
+    cfg = dict(spec.cfg, train=dict(spec.cfg["train"], epochs=1))  # as if killed after epoch 1 of 2
+    train(cfg)
+    (spec.run_dir / "results.json").unlink()
+    compare_mod.compare(configs, [0], BUDGET, out)
+    records = [json.loads(l) for l in (spec.run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("runs")
+    dirs = []
+    for name in ("ce", "logit_adjusted"):
+        cfg = tiny_cfg(tmp / name, f"method.name={name}", "optim.lr=0.1", epochs=3)
+        train(cfg)
+        dirs.append(tmp / name / "run")
+    return dirs
+
+
+def test_report_writes_figures_and_a_page(two_runs, tmp_path):
+    out = tmp_path / "report"
+    assert main(["report", *map(str, two_runs), "--out", str(out), "--tsne-points", "150"]) == 0
+    page = (out / "report.md").read_text()
+    for name in ("per_class_accuracy.png", "shot_groups.png", "training_curves.png", "confusion_0.png",
+                 "confusion_1.png", "tsne_0.png", "tsne_1.png"):
+        assert f"({name})" in page, name
+        with Image.open(out / name) as im:
+            assert im.size[0] > 300 and im.size[1] > 200
+            pixels = np.asarray(im.convert("L"))
+            assert pixels.std() > 5, f"{name} is blank"
+    assert "| ce |" in page or "ce" in page
+
+
+def test_load_predicts_like_the_evaluation(two_runs):
+    from tailcon.data import build_data
+
+    model = tailcon.load(two_runs[1])
+    data = build_data(model.config)
+    images = data.test.images[:40]
+    probs = model(list(images))
+    assert probs.shape == (40, 10) and torch.allclose(probs.sum(1), torch.ones(40), atol=1e-5)
+    results = json.loads((two_runs[1] / "results.json").read_text())
+    all_probs = model(data.test.images)
+    acc = 100 * float((all_probs.argmax(1).numpy() == data.test.targets).mean())
+    assert acc == pytest.approx(results["top1"], abs=1e-6), "same preprocessing and logits as tailcon eval"
+    # tensors, a [B, C, H, W] batch and PIL images give the same answer as arrays
+    t = torch.from_numpy(images[:4]).permute(0, 3, 1, 2).float() / 255
+    torch.testing.assert_close(model(t), probs[:4])
+    torch.testing.assert_close(model([Image.fromarray(a) for a in images[:4]]), probs[:4])
+    top = model.topk(images[:2], k=3)
+    assert len(top) == 2 and len(top[0]) == 3 and top[0][0][1] >= top[0][1][1]
+    assert top[0][0][0] in model.classes
+
+
+def test_predict_cli_prints_topk_for_image_files(two_runs, tmp_path, capsys):
+    from tailcon.data import build_data
+
+    model = tailcon.load(two_runs[0])
+    data = build_data(model.config)
+    paths = []
+    for i in range(3):
+        p = tmp_path / f"img{i}.png"
+        Image.fromarray(data.test.images[i]).save(p)
+        paths.append(str(p))
+    assert main(["predict", str(two_runs[0]), *paths, "--topk", "2"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("  1. ") == 3 and out.count("  2. ") == 3 and "%" in out
+    expected = model.topk(list(data.test.images[:3]), k=1)
+    for (name, _), path in zip((t[0] for t in expected), paths):
+        block = out.split(path)[1].splitlines()[1]
+        assert name in block
+
+
+def test_predict_names_an_unreadable_image(two_runs, tmp_path, capsys):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    assert main(["predict", str(two_runs[0]), str(bad)]) == 2
+    assert "broken.png" in capsys.readouterr().err

@@ -1,0 +1,118 @@
+"""DDP through the trainer: 2 gloo processes with half a batch each train exactly like one
+process with the whole batch (losses and weights), for BCL, ResCom and DSCL; checkpoints and
+logs come from rank 0 only; a run resumes under another world size."""
+
+import json
+
+import pytest
+import torch
+
+from tailcon.engine import Trainer, load_checkpoint, train
+
+from conftest import tiny_cfg
+from ddp_utils import run_ddp
+
+FIT_DIGITS = {"rescom": ["method.k_neg=20"], "dscl": ["method.queue_size=64", "method.patch_size=8"]}
+CASES = {  # method -> extra overrides; DSCL's stage 1 uses the reference (per-image) pipeline
+    "bcl": ["data.pipeline=device"],
+    "rescom": ["data.pipeline=device"],
+    "dscl": ["method.stage=pretrain", "data.num_workers=0"],
+}
+
+
+def _cfg(tmp_path, name, *extra):
+    return tiny_cfg(tmp_path, f"method.name={name}", "train.max_steps_per_epoch=3", "data.batch_size=32",
+                    "train.log_every=1", "model.sync_bn=true", "optim.lr=0.05", "train.eval_every=100",
+                    # NCHW: oneDNN's NHWC kernels round differently for different batch sizes
+                    "train.channels_last=false",
+                    *FIT_DIGITS.get(name, []), *CASES[name], *extra, epochs=1)
+
+
+def _train_steps(rank, world, cfg):
+    trainer = Trainer(cfg)
+    stats = trainer.train_one_epoch(0, 1)
+    state = {k: v.detach().clone() for k, v in trainer.method.state_dict().items()}
+    return stats, state
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_two_processes_train_like_one_with_the_whole_batch(tmp_path, name):
+    cfg = _cfg(tmp_path, name)
+    torch.set_num_threads(1)
+    single_stats, single_state = _train_steps(0, 1, cfg)
+    results = run_ddp(_train_steps, cfg, tmp_path=tmp_path)
+    (stats0, state0), (stats1, state1) = results
+    assert stats0["images"] == single_stats["images"] == 96
+    for key in single_stats:
+        if key.startswith("loss"):
+            assert stats0[key] == pytest.approx(single_stats[key], rel=1e-4, abs=1e-5), key
+            assert stats1[key] == pytest.approx(stats0[key], rel=1e-6), key
+    compared = 0
+    for key, value in single_state.items():
+        if not value.is_floating_point():
+            assert torch.equal(value, state0[key]), key
+            continue
+        torch.testing.assert_close(state0[key], value, rtol=1e-4, atol=2e-5, msg=f"{name}: {key}")
+        torch.testing.assert_close(state1[key], state0[key], rtol=1e-5, atol=1e-6)
+        compared += 1
+    assert compared > 20
+
+
+class _Killed(Exception):
+    pass
+
+
+def _fit_killed_in_epoch_2(rank, world, cfg):
+    """Train, but die at the start of the second epoch (after epoch 1's checkpoint)."""
+    original = Trainer.train_one_epoch
+
+    def dying(self, epoch, num_epochs):
+        if epoch == 1:
+            raise _Killed
+        return original(self, epoch, num_epochs)
+
+    Trainer.train_one_epoch = dying
+    try:
+        train(cfg)
+    except _Killed:
+        return "killed"
+    return "finished"
+
+
+def test_only_rank0_writes_and_a_run_resumes_under_another_world_size(tmp_path):
+    base = tiny_cfg(tmp_path, "data.batch_size=32", "train.max_steps_per_epoch=4", "data.pipeline=device",
+                    "model.sync_bn=true", "train.channels_last=false", epochs=2)
+    assert run_ddp(_fit_killed_in_epoch_2, base, tmp_path=tmp_path) == ["killed", "killed"]
+    run = tmp_path / "run"
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1], "one writer: one record per epoch"
+    assert records[0]["images"] == 128
+    # continue the 2-process run for one more epoch in a single process ...
+    resumed = train(dict(base, resume=str(run)))
+    assert load_checkpoint(run / "last.pt")["epoch"] == 2
+    # ... and it ends where an uninterrupted single-process run ends (same global batches)
+    alone = train(dict(base, run_dir=str(tmp_path / "alone")))
+    a = load_checkpoint(run / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "alone" / "last.pt")["model"]
+    for key in b:
+        if b[key].is_floating_point():
+            torch.testing.assert_close(a[key], b[key], rtol=1e-4, atol=2e-5, msg=key)
+    assert resumed["top1"] == pytest.approx(alone["top1"], abs=1.0)
+
+
+def test_torchrun_launches_a_two_process_run(tmp_path):
+    import subprocess
+    import sys
+
+    from tailcon.cli import embedded_config_path
+
+    run = tmp_path / "tr"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "tailcon", "train", str(embedded_config_path()), f"run_dir={run}", "train.epochs=1",
+           "train.max_steps_per_epoch=2", "train.progress=false", "model.sync_bn=true"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("Results on the test split") == 1, "rank 0 alone prints the report"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (run / "last.pt").is_file() and (run / "results.json").is_file()
