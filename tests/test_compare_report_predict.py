@@ -136,3 +136,28 @@ def test_predict_names_an_unreadable_image(two_runs, tmp_path, capsys):
     bad.write_bytes(b"not an image")
     assert main(["predict", str(two_runs[0]), str(bad)]) == 2
     assert "broken.png" in capsys.readouterr().err
+
+
+def test_compare_records_a_failed_run_and_keeps_going(tmp_path):
+    out = tmp_path / "cmp"
+    configs = _configs(tmp_path)
+    bad = tmp_path / "configs" / "diverges.yaml"
+    bad.write_text(f"_base_: {embedded_config_path()}\noptim:\n  lr: 1.0e+30\n")
+    rows = compare_mod.compare([str(bad), configs[1]], [0], BUDGET + ["train.log_every=1"], out)
+    assert (out / "diverges" / "seed0" / "failed.txt").read_text().startswith("NonFiniteLossError")
+    md = (out / "compare.md").read_text()
+    assert "Runs without a result" in md and "diverges: seed 0: NonFiniteLossError" in md
+    assert json.loads((out / "logit_adjusted" / "seed0" / "results.json").read_text())["epoch"] == 2
+    assert {r["name"] for r in rows} == {"diverges", "logit_adjusted"}
+
+
+def test_report_and_load_follow_a_two_stage_run(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=supcon", "method.linear_epochs=1", "data.batch_size=32",
+                   "train.max_steps_per_epoch=3", epochs=1)
+    train(cfg)
+    run = tmp_path / "run"
+    model = tailcon.load(run)
+    assert model.checkpoint.parent.name == "linear"
+    assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--tsne-points", "100"]) == 0
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert "training_curves.png" in page and "tsne_0.png" in page

@@ -127,3 +127,17 @@ def test_eval_corruptions_reports_errors_and_mce(tmp_path):
         assert res["ce"][name] == pytest.approx(100 * (ours["1"] + ours["5"]) / (theirs["1"] + theirs["5"]))
     assert res["mCE"] == pytest.approx(np.mean(list(res["ce"].values())))
     assert 0 <= res["clean"] <= 100
+
+
+def test_imagenet_c_layout_is_read_by_wnid(tmp_path):
+    from tailcon.data.corruptions import imagenet_c_images
+
+    for wnid in ("n01440764", "n01443537", "n99999999"):
+        d = tmp_path / "fog" / "3" / wnid
+        d.mkdir(parents=True)
+        for i in range(2):
+            Image.fromarray(natural(1, 16)[0]).save(d / f"ILSVRC2012_val_{wnid}_{i}.JPEG")
+    paths, labels = imagenet_c_images(tmp_path, "fog", 3, {"n01440764": 0, "n01443537": 1})
+    assert labels == [0, 0, 1, 1] and all("/fog/3/" in p for p in paths)  # unknown wnid left out
+    with pytest.raises(FileNotFoundError, match="fog/4"):
+        imagenet_c_images(tmp_path, "fog", 4, {"n01440764": 0})

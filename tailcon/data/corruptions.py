@@ -6,6 +6,10 @@ grouped in the four standard families. Each function maps a uint8 [H, W, 3] arra
 photographs of frost that are not part of any package here. Motion blur and the snow layer's
 streaks use a Gaussian-weighted line kernel in place of ImageMagick's motion blur.
 
+Why not the ``imagecorruptions`` package (on PyPI, last released 2020): it implements the
+ImageNet-C severities, which are calibrated for 224-px images (e.g. Gaussian noise sigma 0.08-0.38
+against CIFAR-10-C's 0.04-0.10); CIFAR-scale robustness is reported with the CIFAR-10-C values.
+
 For ImageNet-LT models the ImageNet-C folder layout is read instead
 (:func:`imagenet_c_images`): ``ROOT/<corruption>/<severity>/<wnid>/<file>``.
 """

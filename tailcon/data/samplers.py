@@ -5,8 +5,9 @@
 ``sqrt``: class probability proportional to sqrt(n_c), then uniform within the class.
 
 The epoch's order comes from ``seed + epoch`` (call :meth:`set_epoch`), so a resumed run draws
-exactly the batches an uninterrupted one would. With ``num_replicas > 1`` each rank takes every
-``num_replicas``-th index of the same global draw (DDP).
+exactly the batches an uninterrupted one would. The trainer splits each *global* batch of this
+order across DDP ranks (:class:`tailcon.data.loaders.GlobalBatches`); ``num_replicas``/``rank``
+here serve a plain ``DataLoader(sampler=...)``: each rank takes every ``num_replicas``-th index.
 """
 
 from __future__ import annotations
