@@ -161,3 +161,23 @@ def test_report_and_load_follow_a_two_stage_run(tmp_path):
     assert main(["report", str(run), "--out", str(tmp_path / "rep"), "--tsne-points", "100"]) == 0
     page = (tmp_path / "rep" / "report.md").read_text()
     assert "training_curves.png" in page and "tsne_0.png" in page
+
+
+def test_compare_table_shows_single_seed_without_spread_and_unrun_configs():
+    def row(name, seeds, top1s):
+        return {"name": name, "method": name, "seeds": seeds, "epochs": 2, "selected_on": "val", "minutes": 1.0, "failed": [],
+                "final": {m: compare_mod._mean_std(top1s) for m in compare_mod.METRICS},
+                "best": {m: compare_mod._mean_std(top1s) for m in compare_mod.METRICS}}
+
+    rows = [row("two", [0, 1], [10.0, 20.0]), row("one", [0], [30.0]),
+            dict(row("none", [], []), failed=["seed 0: not finished"])]
+    md = compare_mod.to_markdown(rows)
+    lines = {l.split("|")[1].strip(): l for l in md.splitlines() if l.startswith("| ")}
+    assert "15.00 ± 7.07" in lines["two"]
+    assert "| 30.00 |" in lines["one"] and "±" not in lines["one"]
+    assert "not run" in lines["none"] and "seed 0: not finished" in md
+    # ordered by mean final top-1, unrun configs last
+    order = [l.split("|")[1].strip() for l in md.splitlines() if l.startswith("| ") and "---" not in l][1:]
+    assert order == ["one", "two", "none"]
+    csv_rows = list(csv.DictReader(compare_mod.to_csv(rows).splitlines()))
+    assert csv_rows[1]["final_top1_std"] == "" and csv_rows[2]["final_top1_mean"] == ""

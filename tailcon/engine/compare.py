@@ -94,7 +94,7 @@ def _mean_std(values: list[Optional[float]]) -> tuple[Optional[float], Optional[
     if not vals:
         return None, None
     mean = sum(vals) / len(vals)
-    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else 0.0
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
     return mean, std
 
 
@@ -147,7 +147,9 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
 
 def _pm(ms: tuple[Optional[float], Optional[float]]) -> str:
     mean, std = ms
-    return "empty" if mean is None else f"{mean:.2f} ± {std:.2f}"
+    if mean is None:
+        return "empty"  # the group has no class (e.g. Few on CIFAR-10-LT)
+    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
@@ -155,14 +157,18 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     test_selected = any("test" in r["selected_on"] for r in rows)
     best_label = "best epoch top-1 (picked on TEST: optimistic)" if test_selected else "best epoch top-1 (picked on val)"
     lines = [title] if title else []
-    lines += [f"Final epoch on the test split, mean ± std over {n_seeds} seed(s). "
-              "Many > 100 / Medium 20-100 / Few < 20 training images; 'empty': no class in that group.", "",
-              f"| config | method | top-1 | Many | Medium | Few | {best_label} | train min/run |",
-              "|---|---|---|---|---|---|---|---|"]
-    for r in sorted(rows, key=lambda r: -(r["final"]["top1"][0] or 0)):
+    lines += [f"Final epoch on the test split, mean ± std (sample std) over the seeds run (up to {n_seeds}; "
+              "a single seed shows no ±). Many > 100 / Medium 20-100 / Few < 20 training images; "
+              "'empty': no class in that group.", "",
+              f"| config | method | seeds | top-1 | Many | Medium | Few | {best_label} | train min/run |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: -(r["final"]["top1"][0] or -1)):
         f = r["final"]
-        lines.append(f"| {r['name']} | {r['method']} | {_pm(f['top1'])} | {_pm(f['many'])} | {_pm(f['medium'])} | "
-                     f"{_pm(f['few'])} | {_pm(r['best']['top1'])} | {r['minutes']:.1f} |")
+        if not r["seeds"]:
+            lines.append(f"| {r['name']} | {r['method']} | 0 | not run | | | | | |")
+            continue
+        lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | {_pm(f['top1'])} | {_pm(f['many'])} | "
+                     f"{_pm(f['medium'])} | {_pm(f['few'])} | {_pm(r['best']['top1'])} | {r['minutes']:.1f} |")
     failures = [f"- {r['name']}: {f}" for r in rows for f in r.get("failed", [])]
     if failures:
         lines += ["", "Runs without a result (not in the means above):", *failures]
