@@ -181,3 +181,16 @@ def test_compare_table_shows_single_seed_without_spread_and_unrun_configs():
     assert order == ["one", "two", "none"]
     csv_rows = list(csv.DictReader(compare_mod.to_csv(rows).splitlines()))
     assert csv_rows[1]["final_top1_std"] == "" and csv_rows[2]["final_top1_mean"] == ""
+
+
+def test_report_legends_drop_the_parts_all_runs_share_and_never_reuse_a_colour():
+    from tailcon.engine.report import _colours, _strip_shared
+
+    names = [f"cifar10_lt-{m}/seed0" for m in ("bcl", "ce", "hybrid_sc", "hybrid_psc")]
+    assert _strip_shared(names) == ["bcl", "ce", "hybrid_sc", "hybrid_psc"]
+    # Stripping must keep runs apart and never leave an empty name.
+    assert _strip_shared(["a-x/seed0", "a-x/seed1"]) == ["seed0", "seed1"]
+    assert _strip_shared(["run", "run-long"]) == ["run", "run-long"]
+    assert _strip_shared(["only-one"]) == ["only-one"]
+    for n in (3, 11, 25):
+        assert len(set(_colours(n))) == n

@@ -52,23 +52,62 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             "results": json.loads(results_path.read_text()), "curves": curves}
 
 
-def _label(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
+def _full_label(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
     names = [r["name"] for r in runs]
     if names.count(run["name"]) > 1 or run["name"].startswith("seed"):
         return f"{run['dir'].parent.name}/{run['name']}"
     return run["name"]
 
 
+_SEPARATORS = "-/_"
+
+
+def _strip_shared(labels: list[str]) -> list[str]:
+    """Drop the prefix and suffix every label shares, cut at a separator (``-``, ``/``, ``_``).
+
+    ``cifar10_lt-bcl/seed0`` and ``cifar10_lt-ce/seed0`` become ``bcl`` and ``ce``: in a legend of
+    eleven runs the shared parts only push the distinguishing ones out of sight.
+    """
+    if len(labels) < 2:
+        return labels
+    prefix = os.path.commonprefix(labels)
+    cut = max(prefix.rfind(c) for c in _SEPARATORS) + 1
+    rev = [label[::-1] for label in labels]
+    suffix = os.path.commonprefix(rev)
+    end = max(suffix.rfind(c) for c in _SEPARATORS) + 1
+    stripped = [label[cut:len(label) - end] for label in labels]
+    if any(not label for label in stripped) or len(set(stripped)) < len(set(labels)):
+        return labels
+    return stripped
+
+
+def _label(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
+    """The run's name in tables and legends: unique among ``runs``, without their shared parts."""
+    labels = _strip_shared([_full_label(r, runs) for r in runs])
+    return labels[next(i for i, r in enumerate(runs) if r is run)]
+
+
+def _colours(n: int) -> list:
+    """``n`` distinguishable colours: matplotlib's default cycle repeats after 10 runs."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["turbo"](i / (n - 1)) for i in range(n)]
+
+
 # ---- figures from the logged results ---------------------------------------------------------
 def plot_per_class(runs, path: Path) -> None:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(7, 4.2))
-    for run in runs:
+    for run, colour in zip(runs, _colours(len(runs))):
         res = run["results"]
         counts = np.asarray(res["train_counts"], dtype=float)
         acc = np.asarray([np.nan if a is None else a for a in res["per_class"]], dtype=float)
         order = np.argsort(-counts)
-        ax.plot(counts[order], acc[order], marker="o", ms=3, lw=1, label=_label(run, runs))
+        ax.plot(counts[order], acc[order], marker="o", ms=3, lw=1, color=colour, label=_label(run, runs))
     for x in (FEW_THRESHOLD, MANY_THRESHOLD):
         ax.axvline(x, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
@@ -76,7 +115,11 @@ def plot_per_class(runs, path: Path) -> None:
     ax.set_ylabel("test accuracy of the class (%)")
     ax.set_ylim(-2, 102)
     ax.set_title("Per-class accuracy against class size (dotted: Few | Medium | Many bounds)")
-    ax.legend(fontsize=8)
+    if len(runs) <= 6:
+        ax.legend(fontsize=8)
+    else:  # outside the axes: inside, a dozen entries hide the lines they name
+        fig.set_size_inches(9, 4.2)
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -84,22 +127,27 @@ def plot_per_class(runs, path: Path) -> None:
 
 def plot_shot_bars(runs, path: Path) -> None:
     plt = _plt()
-    groups = ("top1", "many", "medium", "few")
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(runs) + 3), 4))
+    names = {"top1": "overall", "many": f"Many (>{MANY_THRESHOLD})",
+             "medium": f"Medium ({FEW_THRESHOLD}-{MANY_THRESHOLD})", "few": f"Few (<{FEW_THRESHOLD})"}
+    # A group no run has a class in (Few on CIFAR-10-LT) gets no empty slot, only a note.
+    empty = [g for g in ("many", "medium", "few") if all(r["results"].get(g) is None for r in runs)]
+    groups = [g for g in names if g not in empty]
+    fig, ax = plt.subplots(figsize=(max(6, 0.45 * len(runs) * len(groups) + 3.5), 4))
     width = 0.8 / len(runs)
-    for i, run in enumerate(runs):
+    for i, (run, colour) in enumerate(zip(runs, _colours(len(runs)))):
         vals = [run["results"].get(g) for g in groups]
         xs = np.arange(len(groups)) + (i - (len(runs) - 1) / 2) * width
-        bars = ax.bar(xs, [np.nan if v is None else v for v in vals], width, label=_label(run, runs))
+        bars = ax.bar(xs, [np.nan if v is None else v for v in vals], width, color=colour, label=_label(run, runs))
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, (v or 0) + 1, "empty" if v is None else f"{v:.1f}",
                     ha="center", va="bottom", fontsize=7, rotation=90)
     ax.set_xticks(np.arange(len(groups)))
-    ax.set_xticklabels(["overall", "Many (>100)", "Medium (20-100)", "Few (<20)"])
+    ax.set_xticklabels([names[g] for g in groups])
     ax.set_ylabel("test top-1 (%)")
-    ax.set_ylim(0, 115)
-    ax.legend(fontsize=8, ncol=2)
-    ax.set_title("Final-epoch accuracy by group")
+    ax.set_ylim(0, 105)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    note = "" if not empty else " (no class in: " + ", ".join(names[g] for g in empty) + ")"
+    ax.set_title("Final-epoch accuracy by group" + note)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
@@ -108,13 +156,13 @@ def plot_shot_bars(runs, path: Path) -> None:
 def plot_curves(runs, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-    for run in runs:
+    for run, colour in zip(runs, _colours(len(runs))):
         recs = run["curves"]
         if not recs:
             continue
         x = np.arange(1, len(recs) + 1)  # epochs across stages, in order
         label = _label(run, runs)
-        line, = axes[0].plot(x, [r.get("loss", np.nan) for r in recs], label=label)
+        line, = axes[0].plot(x, [r.get("loss", np.nan) for r in recs], color=colour, label=label)
         for key in sorted({k for r in recs for k in r if k.startswith("loss_")}):
             axes[0].plot(x, [r.get(key, np.nan) for r in recs], ls="--", lw=0.8, color=line.get_color(),
                          label=f"{label} {key}")
@@ -217,6 +265,16 @@ def _fmt(v) -> str:
     return "empty" if v is None else f"{v:.2f}"
 
 
+def _epochs(run: dict[str, Any]) -> str:
+    """Epochs trained, per stage for a staged run (``400+10``: pre-training, then linear)."""
+    per_stage: dict[int, int] = {}
+    for record in run["curves"]:
+        per_stage[record["stage_index"]] = max(per_stage.get(record["stage_index"], 0), int(record.get("epoch", 0)))
+    if len(per_stage) > 1:
+        return "+".join(str(per_stage[i]) for i in sorted(per_stage))
+    return str(run["results"].get("epoch"))
+
+
 def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: int = 2000,
                  model_figures: bool = True, device: Optional[str] = None) -> Path:
     out = Path(out)
@@ -231,7 +289,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
             from .. import config as C
 
             method = C.load_yaml(cfg_path).get("method", {}).get("name", "")
-        lines.append(f"| {_label(run, runs)} | {method} | {r.get('epoch')} | {_fmt(r.get('top1'))} | "
+        lines.append(f"| {_label(run, runs)} | {method} | {_epochs(run)} | {_fmt(r.get('top1'))} | "
                      f"{_fmt(r.get('many'))} | {_fmt(r.get('medium'))} | {_fmt(r.get('few'))} |")
     figures = [("per_class_accuracy.png", "Per-class accuracy against training count", plot_per_class),
                ("shot_groups.png", "Many / Medium / Few", plot_shot_bars),

@@ -87,6 +87,13 @@ def _show_progress(cfg: Mapping[str, Any]) -> bool:
     return bool(cfg["train"].get("progress", True)) and sys.stderr.isatty()
 
 
+def _usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 @torch.no_grad()
 def predict(method: Method, dataset, cfg: Mapping[str, Any], device: torch.device,
             desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
@@ -97,8 +104,10 @@ def predict(method: Method, dataset, cfg: Mapping[str, Any], device: torch.devic
     if D.is_distributed():
         dataset = torch.utils.data.Subset(dataset, range(D.rank(), len(dataset), D.world_size()))
 
+    # evaluation only decodes and normalises: more workers than cores only adds contention (and torch's warning)
+    workers = min(int(cfg["data"]["num_workers"]), _usable_cpus())
     loader = DataLoader(dataset, batch_size=int(cfg["data"]["eval_batch_size"]), shuffle=False,
-                        num_workers=int(cfg["data"]["num_workers"]), pin_memory=device.type == "cuda")
+                        num_workers=workers, pin_memory=device.type == "cuda")
     was_training = method.training
     method.eval()
     preds, labels = [], []
