@@ -156,24 +156,39 @@ def plot_shot_bars(runs, path: Path) -> None:
 def plot_curves(runs, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    boundaries: set[tuple[float, str]] = set()
     for run, colour in zip(runs, _colours(len(runs))):
         recs = run["curves"]
         if not recs:
             continue
         x = np.arange(1, len(recs) + 1)  # epochs across stages, in order
         label = _label(run, runs)
-        line, = axes[0].plot(x, [r.get("loss", np.nan) for r in recs], color=colour, label=label)
-        for key in sorted({k for r in recs for k in r if k.startswith("loss_")}):
-            axes[0].plot(x, [r.get(key, np.nan) for r in recs], ls="--", lw=0.8, color=line.get_color(),
-                         label=f"{label} {key}")
-        axes[1].plot(x, [r.get("lr", np.nan) for r in recs], color=line.get_color(), label=label)
+        stage_of = np.asarray([r["stage_index"] for r in recs])
+        # One segment per stage: a line from the last pre-training loss to the first linear-stage
+        # loss would draw a trend that does not exist.
+        for first, stage in enumerate(np.unique(stage_of)):
+            idx = np.flatnonzero(stage_of == stage)
+            xs = x[idx]
+            tag = label if first == 0 else None
+            dots = dict(marker="o", ms=3) if len(idx) <= 20 else {}  # a 1-epoch stage is a point
+            axes[0].plot(xs, [recs[i].get("loss", np.nan) for i in idx], color=colour, label=tag, **dots)
+            for key in sorted({k for i in idx for k in recs[i] if k.startswith("loss_")}):
+                axes[0].plot(xs, [recs[i].get(key, np.nan) for i in idx], ls="--", lw=0.8, color=colour,
+                             label=f"{label} {key}")
+            axes[1].plot(xs, [recs[i].get("lr", np.nan) for i in idx], color=colour, label=tag, **dots)
+            if first:
+                boundaries.add((xs[0] - 0.5, recs[idx[0]]["stage"]))
         for split, style in (("val", "-"), ("test", ":")):
             pts = [(xi, r[split]["top1"]) for xi, r in zip(x, recs) if isinstance(r.get(split), dict)]
             if pts:
-                axes[2].plot(*zip(*pts), ls=style, marker="o", ms=3, color=line.get_color(), label=f"{label} {split}")
+                axes[2].plot(*zip(*pts), ls=style, marker="o", ms=3, color=colour, label=f"{label} {split}")
     for ax, title in zip(axes, ("training losses (dashed: parts)", "learning rate", "top-1 (%) during training")):
+        for bx, stage in sorted(boundaries):
+            ax.axvline(bx, color="grey", ls=":", lw=1)
+            ax.annotate(f" {stage}", (bx, 1.0), xycoords=("data", "axes fraction"), va="top", fontsize=7, color="grey")
         ax.set_title(title)
         ax.set_xlabel("epoch (all stages in order)")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
