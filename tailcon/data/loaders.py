@@ -261,7 +261,11 @@ class DecodedDeviceBatches:
         from torchvision.io import ImageReadMode, decode_jpeg
 
         try:
-            images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)  # one batched call
+            with warnings.catch_warnings():
+                # torchvision >= 0.29 flags its decoders as deprecated in favour of torchcodec, on
+                # every call; they still work, and torch 2.4's torchvision has no torchcodec to move to.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)  # one batched call
         except RuntimeError as e:
             raise ValueError(f"decoding a batch on {self.device} failed ({e}); the device pipeline reads JPEG "
                              "files only: use data.pipeline=reference for other formats") from None
