@@ -184,7 +184,9 @@ def test_compare_table_shows_single_seed_without_spread_and_unrun_configs():
 
 
 def test_report_legends_drop_the_parts_all_runs_share_and_never_reuse_a_colour():
-    from tailcon.engine.report import _colours, _strip_shared
+    from pathlib import Path
+
+    from tailcon.engine.report import _colours, _strip_shared, run_labels
 
     names = [f"cifar10_lt-{m}/seed0" for m in ("bcl", "ce", "hybrid_sc", "hybrid_psc")]
     assert _strip_shared(names) == ["bcl", "ce", "hybrid_sc", "hybrid_psc"]
@@ -192,5 +194,8 @@ def test_report_legends_drop_the_parts_all_runs_share_and_never_reuse_a_colour()
     assert _strip_shared(["a-x/seed0", "a-x/seed1"]) == ["seed0", "seed1"]
     assert _strip_shared(["run", "run-long"]) == ["run", "run-long"]
     assert _strip_shared(["only-one"]) == ["only-one"]
+    # seed directories are named with their config's directory, then shared parts dropped
+    runs = [{"dir": Path(f"out/cifar10_lt-{m}/seed0"), "name": "seed0"} for m in ("bcl", "ce")]
+    assert run_labels(runs) == ["bcl", "ce"]
     for n in (3, 11, 25):
         assert len(set(_colours(n))) == n

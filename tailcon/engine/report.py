@@ -52,13 +52,6 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
             "results": json.loads(results_path.read_text()), "curves": curves}
 
 
-def _full_label(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
-    names = [r["name"] for r in runs]
-    if names.count(run["name"]) > 1 or run["name"].startswith("seed"):
-        return f"{run['dir'].parent.name}/{run['name']}"
-    return run["name"]
-
-
 _SEPARATORS = "-/_"
 
 
@@ -81,10 +74,15 @@ def _strip_shared(labels: list[str]) -> list[str]:
     return stripped
 
 
-def _label(run: dict[str, Any], runs: Sequence[dict[str, Any]]) -> str:
-    """The run's name in tables and legends: unique among ``runs``, without their shared parts."""
-    labels = _strip_shared([_full_label(r, runs) for r in runs])
-    return labels[next(i for i, r in enumerate(runs) if r is run)]
+def run_labels(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """The runs' names in tables and legends: unique among ``runs``, without their shared parts.
+
+    A run directory named ``seedN`` (or one whose name another run shares) is named with its parent.
+    """
+    names = [r["name"] for r in runs]
+    full = [f"{r['dir'].parent.name}/{r['name']}" if names.count(r["name"]) > 1 or r["name"].startswith("seed")
+            else r["name"] for r in runs]
+    return _strip_shared(full)
 
 
 def _colours(n: int) -> list:
@@ -107,7 +105,7 @@ def plot_per_class(runs, path: Path) -> None:
         counts = np.asarray(res["train_counts"], dtype=float)
         acc = np.asarray([np.nan if a is None else a for a in res["per_class"]], dtype=float)
         order = np.argsort(-counts)
-        ax.plot(counts[order], acc[order], marker="o", ms=3, lw=1, color=colour, label=_label(run, runs))
+        ax.plot(counts[order], acc[order], marker="o", ms=3, lw=1, color=colour, label=run["label"])
     for x in (FEW_THRESHOLD, MANY_THRESHOLD):
         ax.axvline(x, color="grey", ls=":", lw=1)
     ax.set_xscale("log")
@@ -137,7 +135,7 @@ def plot_shot_bars(runs, path: Path) -> None:
     for i, (run, colour) in enumerate(zip(runs, _colours(len(runs)))):
         vals = [run["results"].get(g) for g in groups]
         xs = np.arange(len(groups)) + (i - (len(runs) - 1) / 2) * width
-        bars = ax.bar(xs, [np.nan if v is None else v for v in vals], width, color=colour, label=_label(run, runs))
+        bars = ax.bar(xs, [np.nan if v is None else v for v in vals], width, color=colour, label=run["label"])
         for b, v in zip(bars, vals):
             ax.text(b.get_x() + b.get_width() / 2, (v or 0) + 1, "empty" if v is None else f"{v:.1f}",
                     ha="center", va="bottom", fontsize=7, rotation=90)
@@ -162,21 +160,21 @@ def plot_curves(runs, path: Path) -> None:
         if not recs:
             continue
         x = np.arange(1, len(recs) + 1)  # epochs across stages, in order
-        label = _label(run, runs)
+        label = run["label"]
         stage_of = np.asarray([r["stage_index"] for r in recs])
         # One segment per stage: a line from the last pre-training loss to the first linear-stage
         # loss would draw a trend that does not exist.
-        for first, stage in enumerate(np.unique(stage_of)):
+        for k, stage in enumerate(np.unique(stage_of)):
             idx = np.flatnonzero(stage_of == stage)
             xs = x[idx]
-            tag = label if first == 0 else None
+            tag = label if k == 0 else None  # one legend entry per run
             dots = dict(marker="o", ms=3) if len(idx) <= 20 else {}  # a 1-epoch stage is a point
             axes[0].plot(xs, [recs[i].get("loss", np.nan) for i in idx], color=colour, label=tag, **dots)
             for key in sorted({k for i in idx for k in recs[i] if k.startswith("loss_")}):
                 axes[0].plot(xs, [recs[i].get(key, np.nan) for i in idx], ls="--", lw=0.8, color=colour,
                              label=f"{label} {key}")
             axes[1].plot(xs, [recs[i].get("lr", np.nan) for i in idx], color=colour, label=tag, **dots)
-            if first:
+            if k > 0:
                 boundaries.add((xs[0] - 0.5, recs[idx[0]]["stage"]))
         for split, style in (("val", "-"), ("test", ":")):
             pts = [(xi, r[split]["top1"]) for xi, r in zip(x, recs) if isinstance(r.get(split), dict)]
@@ -295,6 +293,8 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(d) for d in run_dirs]
+    for run, label in zip(runs, run_labels(runs)):
+        run["label"] = label
     lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few |", "|---|---|---|---|---|---|---|"]
     for run in runs:
         r = run["results"]
@@ -304,7 +304,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
             from .. import config as C
 
             method = C.load_yaml(cfg_path).get("method", {}).get("name", "")
-        lines.append(f"| {_label(run, runs)} | {method} | {_epochs(run)} | {_fmt(r.get('top1'))} | "
+        lines.append(f"| {run['label']} | {method} | {_epochs(run)} | {_fmt(r.get('top1'))} | "
                      f"{_fmt(r.get('many'))} | {_fmt(r.get('medium'))} | {_fmt(r.get('few'))} |")
     figures = [("per_class_accuracy.png", "Per-class accuracy against training count", plot_per_class),
                ("shot_groups.png", "Many / Medium / Few", plot_shot_bars),
@@ -314,7 +314,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
         lines += ["", f"## {title}", "", f"![{title}]({name})"]
     if model_figures:
         for i, run in enumerate(runs):
-            label = _label(run, runs)
+            label = run["label"]
             pred = test_predictions(run["dir"], tsne_points, device)
             lines += ["", f"## {label}: test-set figures", ""]
             if len(pred["classes"]) <= 20:
