@@ -32,23 +32,26 @@ def _split_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
-    from .engine.checkpoint import run_dir_of
+    from .engine.rundir import RunDir, RunDirError, run_dir_of
 
     path, overrides = _split_args(args.args)
     if args.no_progress:
         overrides.append("train.progress=false")
     resume = C.parse_overrides([o for o in overrides if o.startswith("resume=")]).get("resume")
     if path is None and resume:  # continue a run with the config it was started with
-        saved = run_dir_of(resume) / "config.yaml"
-        path = str(saved)
+        if not Path(str(resume)).exists():
+            raise RunDirError(f"resume={resume}: no such run directory or checkpoint")
+        saved = RunDir(run_dir_of(resume)).config
+        if not saved.is_file():
+            raise RunDirError(f"resume={resume}: {saved} not found, so the run's config is unknown; give the "
+                              "CONFIG it was started with: tailcon train CONFIG resume=...")
         cfg = C.resolve(None, overrides, extra=C.load_yaml(saved))
     else:
+        cfg = C.resolve(path or embedded_config_path(), overrides)
         if path is None:
-            path = str(embedded_config_path())
-            print(f"tailcon: no CONFIG given: training the embedded default, {path}\n"
+            print(f"tailcon: no CONFIG given: training the embedded default, {embedded_config_path()}\n"
                   "         (long-tailed handwritten digits from scikit-learn, 10 classes, imbalance factor 10, "
                   "ResNet-8; no download needed)")
-        cfg = C.resolve(path, overrides)
     train(cfg)
     return 0
 
@@ -101,13 +104,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import torch
+
+    from .data import DataError
     from .inference import format_topk, load
 
     predictor = load(args.path, device=args.device, which=args.checkpoint)
     print(f"tailcon predict: {predictor}")
+    failed = 0
     for start in range(0, len(args.images), 64):
-        names = args.images[start:start + 64]
-        print(format_topk(names, predictor.topk(names, k=args.topk)))
+        names, batch = [], []
+        for name in args.images[start:start + 64]:
+            try:  # one bad image is reported on its own line; the others are still classified
+                batch.append(predictor.preprocess(name))
+                names.append(name)
+            except (DataError, ValueError) as e:
+                failed += 1
+                print(f"tailcon: error: {e}", file=sys.stderr, flush=True)
+        if names:
+            print(format_topk(names, predictor.batch_topk(torch.cat(batch), k=args.topk)), flush=True)
+    if failed:
+        print(f"tailcon predict: {failed} of {len(args.images)} images could not be read", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -139,7 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("args", nargs="*", metavar="CONFIG|key=value")
     t.add_argument("--no-progress", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
-    e = sub.add_parser("eval", help="evaluate a run directory or checkpoint: top-1 and Many/Medium/Few")
+    e = sub.add_parser("eval", help="evaluate a run directory or checkpoint: top-1 and Many/Medium/Few",
+                       description="Prints the figures, then writes eval-<checkpoint>-<split>.json beside the "
+                                   "checkpoint; the run's results.json (written by training) is never changed.")
     e.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     e.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. data.root=/elsewhere")
     e.add_argument("--split", choices=("test", "val"), default="test")
@@ -147,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="which checkpoint of a run directory (default: last, the final epoch)")
     e.add_argument("--corruptions", action="store_true",
                    help="error under the common corruptions (noise, blur, weather, digital; 5 severities) and, with "
-                        "--baseline, CE per corruption and mCE; writes corruptions.json")
+                        "--baseline, CE per corruption and mCE; writes corruptions-<checkpoint>.json")
     e.add_argument("--baseline", default=None, metavar="RUN_DIR", help="the run mCE is relative to (e.g. a CE run)")
     e.add_argument("--corruption-names", nargs="+", default=None, metavar="NAME", help="default: all")
     e.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])

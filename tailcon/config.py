@@ -9,12 +9,12 @@ names it and the closest valid key, so a typo never silently trains something el
 from __future__ import annotations
 
 import copy
-import datetime as _dt
 import difflib
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping, Optional
 
 import yaml
 
@@ -52,6 +52,9 @@ DEFAULTS: dict[str, Any] = {
         "imbalance_factor": 10,
         "imbalance_profile": "exp",  # exp | step
         "max_per_class": None,  # None: the dataset's own (5000 CIFAR-10, 500 CIFAR-100)
+        "num_classes": None,  # list datasets: None = largest training label + 1
+        "allow_empty_classes": False,  # True: classes without a training image are intended (else an error)
+        "max_image_pixels": 89_478_485,  # larger images are refused, naming the file (PIL's default); None: no limit
         "subset_seed": 0,  # seed of the NumPy RNG that picks the kept images (spec 1.2)
         "train_list": None,  # list datasets: files relative to root
         "val_list": None,
@@ -109,6 +112,7 @@ DEFAULTS: dict[str, Any] = {
 _TYPES: dict[str, tuple[type, ...]] = {
     "data.root": (str,),
     "data.max_per_class": (int,),
+    "data.num_classes": (int,),
     "data.image_size": (int,),
     "data.resize_size": (int,),
     "data.mean": (list,),
@@ -253,9 +257,115 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> None:
         raise ConfigError(f"config key '{where}{key}' must be {names}, got {value!r} ({type(value).__name__})")
 
 
-def default_run_dir(name: str | None) -> str:
-    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    return os.path.join("runs", f"{stamp}-{name or 'run'}")
+# ---- values: ranges and enumerations, checked when a config is resolved (before any work) -------
+Rule = Callable[[Any], Optional[str]]  # returns what was expected when ``value`` is wrong, else None
+
+
+def integer(lo: Optional[int] = None) -> Rule:
+    def check(v):
+        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
+            return f"an integer >= {lo}" if lo is not None else "an integer"
+        return None
+    return check
+
+
+def number(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
+           hi_open: bool = False) -> Rule:
+    def check(v):
+        ok = isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+        ok = ok and (lo is None or (v > lo if lo_open else v >= lo)) and (hi is None or (v < hi if hi_open else v <= hi))
+        if ok:
+            return None
+        bounds = [f"{'>' if lo_open else '>='} {lo}" if lo is not None else "",
+                  f"{'<' if hi_open else '<='} {hi}" if hi is not None else ""]
+        return "a number " + " and ".join(b for b in bounds if b) if any(bounds) else "a number"
+    return check
+
+
+def one_of(choices: Iterable[str] | Callable[[], Iterable[str]]) -> Rule:
+    """``choices``: the values, or a function returning them (looked up when checked)."""
+    def check(v):
+        valid = list(choices() if callable(choices) else choices)
+        return None if v in valid else f"one of {', '.join(map(str, valid))}{_suggest(str(v), valid)}"
+    return check
+
+
+def list_of(rule: Rule) -> Rule:
+    def check(v):
+        if not isinstance(v, (list, tuple)):
+            return "a list"
+        bad = [x for x in v if rule(x)]
+        return f"a list of {rule(bad[0])}" if bad else None
+    return check
+
+
+def _device(v):
+    return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(v)) else "auto, cpu, cuda, cuda:N or mps"
+
+
+def _lazy(module: str, name: str) -> Callable[[], Iterable[str]]:
+    def get_names():
+        import importlib
+
+        return getattr(importlib.import_module(module, __package__), name)
+    return get_names
+
+
+VALUE_RULES: dict[str, Rule] = {
+    "seed": integer(0),
+    "device": _device,
+    "data.name": one_of(_lazy(".data.build", "DATASETS")),
+    "data.imbalance_factor": number(1),
+    "data.imbalance_profile": one_of(("exp", "step")),
+    "data.max_per_class": integer(1),
+    "data.num_classes": integer(1),
+    "data.max_image_pixels": integer(1),
+    "data.subset_seed": integer(0),
+    "data.image_size": integer(1),
+    "data.resize_size": integer(1),
+    "data.mean": list_of(number()),
+    "data.std": list_of(number(0, lo_open=True)),
+    "data.train_augment": one_of(_lazy(".data.transforms", "RECIPES")),
+    "data.batch_size": integer(1),
+    "data.eval_batch_size": integer(1),
+    "data.pipeline": one_of(("auto", "device", "reference")),
+    "data.num_workers": integer(0),
+    "data.sampler": one_of(_lazy(".data.samplers", "SAMPLERS")),
+    "model.backbone": one_of(_lazy(".models", "BACKBONES")),
+    "model.classifier": one_of(("linear", "cosine")),
+    "model.cosine_scale": number(0, lo_open=True),
+    "optim.name": one_of(("sgd",)),
+    "optim.lr": number(0),
+    "optim.momentum": number(0, 1),
+    "optim.weight_decay": number(0),
+    "optim.schedule": one_of(_lazy(".engine.schedule", "SCHEDULES")),
+    "optim.warmup_epochs": integer(0),
+    "optim.milestones": list_of(integer(0)),
+    "optim.gamma": number(0, lo_open=True),
+    "optim.min_lr_ratio": number(0, 1),
+    "train.epochs": integer(1),
+    "train.amp": one_of(("auto", "none", "bf16", "fp16")),
+    "train.eval_every": integer(1),
+    "train.max_steps_per_epoch": integer(1),
+    "train.log_every": integer(1),
+}
+
+
+def check_values(cfg: Mapping[str, Any], rules: Mapping[str, Rule], where: str = "") -> None:
+    """Raise :class:`ConfigError` naming the first key whose value breaks its rule (None is
+    always allowed: it means "the default" or "off")."""
+    for key, value in flatten(cfg).items():
+        rule = rules.get(key)
+        expected = rule(value) if rule is not None and value is not None else None
+        if expected:
+            raise ConfigError(f"config key '{where}{key}' must be {expected}, got {value!r}")
+
+
+def check_world_size(cfg: Mapping[str, Any], world_size: int) -> None:
+    """Under torchrun the global batch is split evenly over the processes."""
+    if world_size > 1 and int(cfg["data"]["batch_size"]) % world_size:
+        raise ConfigError(f"data.batch_size={cfg['data']['batch_size']} is the global batch; it must be divisible "
+                          f"by the number of processes ({world_size})")
 
 
 def config_name(path: str | os.PathLike) -> str:
@@ -287,16 +397,34 @@ def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
     cfg = merge(cfg, over)
     if not cfg.get("name"):
         cfg["name"] = "run"
+    return validate(cfg)
+
+
+def validate(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Check every value against :data:`VALUE_RULES` and the method's own keys and ranges, and
+    fill ``cfg["method"]`` with the method's defaults (what ``config.yaml`` holds). Idempotent."""
+    check_values(cfg, VALUE_RULES)
+    check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
+    from .methods import get_method  # the registry knows each method's keys
+
+    method = get_method(cfg["method"]["name"])
+    cfg["method"] = {"name": method.name, **method.validate_config(cfg["method"])}
     return cfg
 
 
+def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """A config saved by an earlier version, with the keys added since at their defaults."""
+    return merge(DEFAULTS, cfg)
+
+
 def dump(cfg: Mapping[str, Any]) -> str:
-    return yaml.safe_dump(_plain(cfg), sort_keys=False)
+    return yaml.safe_dump(plain(cfg), sort_keys=False)
 
 
-def _plain(obj: Any) -> Any:
+def plain(obj: Any) -> Any:
+    """Plain YAML/JSON types: mappings as dicts, tuples as lists."""
     if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
+        return {str(k): plain(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
+        return [plain(v) for v in obj]
     return obj

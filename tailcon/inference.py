@@ -8,8 +8,6 @@ run's own test-time preprocessing; the logits are the method's test-time logits 
 
 from __future__ import annotations
 
-import copy
-import json
 import os
 from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
@@ -18,33 +16,21 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .data.build import DataBundle
+from . import config as C
+from .data.datasets import open_rgb
 from .data.transforms import ImageInfo, build_eval_transform
-from .engine.checkpoint import load_checkpoint
+from .engine.rundir import load_checkpoint, resolve_checkpoint
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
 
-def checkpoint_path(path: str | os.PathLike, which: str = "last") -> Path:
-    """A checkpoint file, or a run directory's ``last.pt``/``best.pt`` (a staged run: its last stage)."""
-    p = Path(path)
-    if p.is_file():
-        return p
-    if not p.exists():
-        raise FileNotFoundError(f"{p}: no such run directory or checkpoint")
-    if not (p / f"{which}.pt").is_file() and (p / "stages.json").is_file():
-        p = p / json.loads((p / "stages.json").read_text())[-1]
-    if not (p / f"{which}.pt").is_file():
-        raise FileNotFoundError(f"{p} holds no {which}.pt")
-    return p / f"{which}.pt"
-
-
 def image_info(ckpt: dict[str, Any]) -> ImageInfo:
     if ckpt.get("image_info"):
-        return ImageInfo(**ckpt["image_info"])
+        info = dict(ckpt["image_info"])
+        return ImageInfo(**{**info, "mean": tuple(info["mean"]), "std": tuple(info["std"])})
     from .data import build_data  # checkpoints written before image_info was stored: needs the data
 
-    return build_data(ckpt["config"]).info
+    return build_data(C.complete(ckpt["config"])).info
 
 
 class Predictor:
@@ -52,21 +38,16 @@ class Predictor:
     :meth:`topk` -> per image a list of (class name, probability)."""
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last"):
-        from .methods import get_method
+        from .methods import build_method
 
-        self.checkpoint = checkpoint_path(path, which)
+        self.checkpoint = resolve_checkpoint(path, which)
         ckpt = load_checkpoint(self.checkpoint)
-        cfg = copy.deepcopy(ckpt["config"])
-        if cfg["method"].get("stage") == "linear":  # weights come from this checkpoint, not from init_from
-            cfg["method"]["stage"] = "both"
-        self.config = cfg
+        self.config = cfg = C.complete(ckpt["config"])
         self.info = image_info(ckpt)
-        self.classes: list[str] = list(ckpt.get("classes") or range(ckpt["num_classes"]))
-        self.classes = [str(c) for c in self.classes]
-        bundle = DataBundle(name=cfg["data"]["name"], train=None, test=None, val=None,
-                            num_classes=int(ckpt["num_classes"]), classes=self.classes, info=self.info,
-                            cls_num_list=list(ckpt.get("cls_num_list") or []))
-        self.model = get_method(cfg["method"]["name"])(cfg, bundle)
+        self.classes = [str(c) for c in (ckpt.get("classes") or range(ckpt["num_classes"]))]
+        self.max_image_pixels = cfg["data"]["max_image_pixels"]
+        # the weights, a linear stage's frozen backbone included, all come from this checkpoint
+        self.model = build_method(cfg, int(ckpt["num_classes"]), ckpt["cls_num_list"])
         self.model.load_state_dict(ckpt["model"])
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
@@ -76,11 +57,7 @@ class Predictor:
     # ---- preprocessing ---------------------------------------------------------------------
     def _to_pil(self, img: ImageLike) -> Image.Image:
         if isinstance(img, (str, os.PathLike)):
-            try:
-                with Image.open(img) as f:
-                    return f.convert("RGB")
-            except (OSError, ValueError) as e:
-                raise ValueError(f"{img}: cannot read the image ({e})") from e
+            return open_rgb(img, self.max_image_pixels)
         if isinstance(img, Image.Image):
             return img.convert("RGB")
         if isinstance(img, torch.Tensor):
@@ -111,13 +88,23 @@ class Predictor:
     # ---- prediction ------------------------------------------------------------------------
     @torch.no_grad()
     def logits(self, images) -> torch.Tensor:
-        return self.model(self.preprocess(images).to(self.device)).float().cpu()
+        return self.batch_logits(self.preprocess(images))
+
+    @torch.no_grad()
+    def batch_logits(self, batch: torch.Tensor) -> torch.Tensor:
+        """Logits [B, C] of a batch already preprocessed (:meth:`preprocess`)."""
+        return self.model(batch.to(self.device)).float().cpu()
 
     def __call__(self, images) -> torch.Tensor:
+        """Class probabilities [B, C]."""
         return self.logits(images).softmax(dim=1)
 
     def topk(self, images, k: int = 5) -> list[list[tuple[str, float]]]:
-        probs = self(images)
+        """Per image, the ``k`` most probable classes as (class name, probability)."""
+        return self.batch_topk(self.preprocess(images), k)
+
+    def batch_topk(self, batch: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        probs = self.batch_logits(batch).softmax(dim=1)
         p, idx = probs.topk(min(k, probs.shape[1]), dim=1)
         return [[(self.classes[j], float(q)) for q, j in zip(pr, ix)] for pr, ix in zip(p.tolist(), idx.tolist())]
 

@@ -30,3 +30,17 @@ def tiny_cfg(tmp_path, *overrides: str, epochs: int = 2) -> dict:
     base = [f"run_dir={tmp_path / 'run'}", f"train.epochs={epochs}", "train.progress=false",
             "train.eval_every=1", "optim.warmup_epochs=0"]
     return C.resolve(embedded_config_path(), base + list(overrides))
+
+
+def write_image_folder(root, splits=None):
+    """``root/<split>/<class>/<i>.png``: ``splits`` maps split -> {class: number of images}
+    (default: train a:3 b:2, test a:1 b:1). Each image is 8x8, coloured by class and index."""
+    from PIL import Image
+
+    splits = splits or {"train": {"a": 3, "b": 2}, "test": {"a": 1, "b": 1}}
+    for split, classes in splits.items():
+        for c, n in classes.items():
+            (root / split / c).mkdir(parents=True, exist_ok=True)
+            for i in range(n):
+                Image.new("RGB", (8, 8), (40 * i, 50 * (len(c) + ord(c[0]) % 5), 0)).save(root / split / c / f"{i}.png")
+    return root

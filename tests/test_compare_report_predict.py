@@ -49,7 +49,7 @@ def test_compare_trains_each_config_per_seed_and_tabulates_mean_and_std(tmp_path
     md = (out / "compare.md").read_text()
     assert "±" in md and "picked on val" in md and "Final epoch" in md
     # a second call reads the finished runs back instead of training again
-    monkeypatch.setattr("tailcon.engine.trainer.train", lambda cfg: pytest.fail("retrained a finished run"))
+    monkeypatch.setattr("tailcon.engine.stages.train", lambda cfg: pytest.fail("retrained a finished run"))
     rows2 = compare_mod.compare(configs, [0, 1], BUDGET, out)
     assert len(rows2) == 2
 

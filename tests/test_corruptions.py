@@ -119,8 +119,9 @@ def test_eval_corruptions_reports_errors_and_mce(tmp_path):
     rc = main(["eval", str(tmp_path / "a" / "run"), "--corruptions", "--baseline", str(tmp_path / "b" / "run"),
                "--corruption-names", "gaussian_noise", "contrast", "--severities", "1", "5", "--max-images", "60"])
     assert rc == 0
-    res = json.loads((tmp_path / "a" / "run" / "corruptions.json").read_text())
-    base = json.loads((tmp_path / "b" / "run" / "corruptions.json").read_text())
+    res = json.loads((tmp_path / "a" / "run" / "corruptions-last.json").read_text())
+    base = res["baseline_errors"]
+    assert not list((tmp_path / "b" / "run").glob("corruptions*")), "nothing written into the baseline's run"
     assert set(res["errors"]) == {"gaussian_noise", "contrast"} and set(res["family_error"]) == {"noise", "digital"}
     for name in ("gaussian_noise", "contrast"):
         ours, theirs = res["errors"][name], base["errors"][name]

@@ -9,7 +9,7 @@ import torch
 from tailcon import config as C
 from tailcon.data import build_data
 from tailcon.engine import Trainer, load_checkpoint, train
-from tailcon.methods import METHODS, get_method
+from tailcon.methods import METHODS, build_method, get_method
 
 from conftest import tiny_cfg
 
@@ -32,10 +32,14 @@ def test_two_steps_give_finite_losses_and_move_the_parameters(tmp_path, name):
     assert any(k.startswith("backbone.") for k in moved) and any(k.startswith("classifier.") for k in moved)
 
 
+def _classes(data):
+    return data.num_classes, data.cls_num_list
+
+
 def test_bcl_uses_three_views_in_one_pass_and_c_centres(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=bcl", "method.cl_views=sim-rand")
     data = build_data(cfg)
-    method = get_method("bcl")(cfg, data)
+    method = get_method("bcl")(cfg, data.num_classes, data.cls_num_list)
     assert method.view_recipes() == ("autoaug_cutout", "randstack", "sim_cifar")
     centers = method.centers()
     assert centers.shape == (10, 128)
@@ -51,7 +55,7 @@ def test_bcl_uses_three_views_in_one_pass_and_c_centres(tmp_path):
 
 def test_bcl_centres_get_gradient_through_the_classifier_weights(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=bcl", "method.alpha=0.0")
-    method = get_method("bcl")(cfg, build_data(cfg))
+    method = build_method(cfg, *_classes(build_data(cfg)))
     out = method.training_step([torch.randn(4, 3, 16, 16) for _ in range(3)], torch.tensor([0, 1, 2, 2]))
     out["loss"].backward()
     assert method.classifier.weight.grad.abs().sum() > 0, "contrastive loss reaches W through g"
@@ -59,7 +63,7 @@ def test_bcl_centres_get_gradient_through_the_classifier_weights(tmp_path):
 
 def test_hybrid_curriculum_moves_from_features_to_classifier(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=hybrid_sc")
-    method = get_method("hybrid_sc")(cfg, build_data(cfg))
+    method = build_method(cfg, *_classes(build_data(cfg)))
     alphas = []
     for epoch in range(4):
         method.on_epoch_start(epoch, 4)
@@ -70,7 +74,7 @@ def test_hybrid_curriculum_moves_from_features_to_classifier(tmp_path):
 
 def test_hybrid_psc_prototypes_are_learnable(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=hybrid_psc")
-    method = get_method("hybrid_psc")(cfg, build_data(cfg))
+    method = build_method(cfg, *_classes(build_data(cfg)))
     method.on_epoch_start(0, 10)
     x = [torch.randn(4, 3, 16, 16) for _ in range(2)]
     out = method.training_step(x, torch.tensor([0, 1, 2, 2]), paired=([torch.randn(4, 3, 16, 16)], torch.tensor([3, 4, 5, 6])))
@@ -94,7 +98,7 @@ def test_supcon_two_stages_chain_in_one_command_and_freeze_the_backbone(tmp_path
 
 def test_rescom_step_pushes_view1_projections_into_the_queue(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=rescom", "method.k_neg=20")
-    method = get_method("rescom")(cfg, build_data(cfg))
+    method = build_method(cfg, *_classes(build_data(cfg)))
     before = method.queue.keys.clone()
     labels = torch.tensor([0, 0, 3, 5])
     out = method.training_step([torch.randn(4, 3, 16, 16) for _ in range(2)], labels)
@@ -110,7 +114,7 @@ def test_rescom_step_pushes_view1_projections_into_the_queue(tmp_path):
 def test_rescom_k_neg_beyond_the_queue_is_a_clear_config_error(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=rescom", "method.k_neg=400")
     with pytest.raises(ValueError, match="method.k_neg=400 exceeds the 90 negatives"):
-        get_method("rescom")(cfg, build_data(cfg))
+        build_method(cfg, *_classes(build_data(cfg)))
 
 
 def test_dscl_stage1_two_steps_update_encoder_key_encoder_and_queue(tmp_path):

@@ -8,7 +8,7 @@ import torch
 from tailcon import config as C
 from tailcon.cli import main
 from tailcon.engine import NonFiniteLossError, Trainer, evaluate_checkpoint, load_checkpoint, train
-from tailcon.engine import checkpoint as ckpt_mod
+from tailcon.engine import rundir as ckpt_mod
 
 from conftest import tiny_cfg
 
@@ -81,15 +81,16 @@ def test_nan_loss_stops_with_a_clear_error(tmp_path):
         train(tiny_cfg(tmp_path, "optim.lr=1e30", "train.log_every=1", epochs=1))
 
 
-def test_eval_writes_results_json_with_shot_accuracy(tmp_path, capsys):
+def test_eval_writes_its_own_file_with_shot_accuracy_and_leaves_results_json(tmp_path, capsys):
     train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=2", epochs=1))
     run = tmp_path / "run"
-    (run / "results.json").unlink()
+    training_results = (run / "results.json").read_bytes()
     res = evaluate_checkpoint(run, which="best")
-    saved = json.loads((run / "results.json").read_text())
+    saved = json.loads((run / "eval-best-test.json").read_text())
     assert saved["top1"] == res["top1"] and saved["checkpoint"] == "best.pt"
     assert len(saved["per_class"]) == 10 and saved["train_counts"][0] == 130
     assert "many" in capsys.readouterr().out
+    assert (run / "results.json").read_bytes() == training_results, "what training wrote is never rewritten"
 
 
 def test_cli_train_and_eval(tmp_path, capsys):

@@ -262,13 +262,6 @@ def warp_affine(x: torch.Tensor, matrix: torch.Tensor, fill: Sequence[float], mo
     return img * valid + (1 - valid) * fill_img
 
 
-def identity_affine(b: int, device, dtype=torch.float32) -> torch.Tensor:
-    eye = torch.zeros(b, 2, 3, device=device, dtype=dtype)
-    eye[:, 0, 0] = 1
-    eye[:, 1, 1] = 1
-    return eye
-
-
 def shear_degrees(magnitude: torch.Tensor) -> torch.Tensor:
     """AutoAugment's shear magnitude (tan of the angle) -> degrees (float64), as torchvision converts it."""
     return torch.rad2deg(torch.atan(magnitude.double()))

@@ -45,15 +45,15 @@ DATASETS = ("digits_lt", "cifar10_lt", "cifar100_lt", "list", "folder", *LIST_PR
 
 
 def _long_tail(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int, d: Mapping) -> tuple:
-    counts = long_tail_counts(num_classes, d.get("max_per_class") or per_class,
-                              float(d["imbalance_factor"]), d.get("imbalance_profile", "exp"))
-    keep = select_long_tail_indices(y, counts, seed=int(d.get("subset_seed", 0)))
+    counts = long_tail_counts(num_classes, d["max_per_class"] or per_class,
+                              float(d["imbalance_factor"]), d["imbalance_profile"])
+    keep = select_long_tail_indices(y, counts, seed=int(d["subset_seed"]))
     return x[keep], y[keep]
 
 
 def _info(d: Mapping, size: int, mean, std, small: bool) -> ImageInfo:
-    return ImageInfo(size=int(d.get("image_size") or size), mean=tuple(d.get("mean") or mean),
-                     std=tuple(d.get("std") or std), small=small, resize=d.get("resize_size"))
+    return ImageInfo(size=int(d["image_size"] or size), mean=tuple(d["mean"] or mean),
+                     std=tuple(d["std"] or std), small=small, resize=d["resize_size"])
 
 
 def build_data(cfg: Mapping[str, Any]) -> DataBundle:
@@ -70,7 +70,7 @@ def build_data(cfg: Mapping[str, Any]) -> DataBundle:
                             mk(x[split["val"]], y[split["val"]], "val"), 10, classes, info)
     elif name in ("cifar10_lt", "cifar100_lt"):
         spec = cifar.SPECS[name[: -len("_lt")]]
-        folder = cifar.find_cifar_folder(d.get("root"), spec, download=bool(d.get("download")))
+        folder = cifar.find_cifar_folder(d["root"], spec, download=bool(d["download"]))
         classes = cifar.load_cifar_classes(folder, spec)
         xtr, ytr = _long_tail(*cifar.load_cifar_split(folder, spec, train=True), spec.num_classes,
                               spec.per_class, d)
@@ -86,11 +86,18 @@ def build_data(cfg: Mapping[str, Any]) -> DataBundle:
     else:
         raise DataError(f"unknown dataset data.name={name!r}; known: {', '.join(DATASETS)}")
     bundle.cls_num_list = np.bincount(bundle.train.targets, minlength=bundle.num_classes).tolist()
+    empty = [i for i, n in enumerate(bundle.cls_num_list) if n == 0]
+    if empty and not d["allow_empty_classes"]:
+        names = [bundle.classes[i] for i in empty[:20]]
+        raise DataError(f"{len(empty)} of {bundle.num_classes} classes have no training image: ids {empty[:20]}"
+                        f"{' ...' if len(empty) > 20 else ''} (names {names}). A label above the others, or a "
+                        "data.num_classes larger than the labels, leaves such classes; if they are intended, set "
+                        "data.num_classes and data.allow_empty_classes=true")
     return bundle
 
 
 def _root(d: Mapping) -> str:
-    root = d.get("root")
+    root = d["root"]
     if not root:
         raise DataError(f"data.root is not set (dataset {d['name']!r} reads its images from there)")
     if not os.path.isdir(root):
@@ -107,23 +114,32 @@ def _list_path(root: str, name: Optional[str]) -> Optional[str]:
 def _build_list(name: str, d: Mapping) -> DataBundle:
     root = _root(d)
     preset = LIST_PRESETS.get(name, {})
-    lists = {s: _list_path(root, d.get(f"{s}_list") or preset.get(s)) for s in ("train", "val", "test")}
+    lists = {s: _list_path(root, d[f"{s}_list"] or preset.get(s)) for s in ("train", "val", "test")}
     if not lists["train"] or not lists["test"]:
         raise DataError("list datasets need data.train_list and data.test_list (files of 'path label' lines)")
     parsed = {s: parse_list_file(p, root) for s, p in lists.items() if p}
-    num_classes = preset.get("num_classes") or int(parsed["train"][1].max()) + 1
+    train_labels = set(parsed["train"][1].tolist())
+    for split in ("val", "test"):
+        unseen = sorted(set(parsed[split][1].tolist()) - train_labels) if split in parsed else []
+        if unseen:
+            raise DataError(f"{lists[split]}: labels {unseen[:20]}{' ...' if len(unseen) > 20 else ''} have no "
+                            f"training image in {lists['train']}; their images could not be scored fairly. Add "
+                            "training images for them or remove them from the list")
+    num_classes = d["num_classes"] or preset.get("num_classes") or int(parsed["train"][1].max()) + 1
     classes = [str(i) for i in range(num_classes)]
-    mk = lambda s: (FileListDataset(*parsed[s], num_classes, classes, name=lists[s]) if s in parsed else None)
+    mk = lambda s: (FileListDataset(*parsed[s], num_classes, classes, name=lists[s], max_pixels=d["max_image_pixels"])
+                    if s in parsed else None)
     info = _info(d, 224, preset.get("mean", IMAGENET_MEAN), preset.get("std", IMAGENET_STD), small=False)
     return DataBundle(name, mk("train"), mk("test"), mk("val"), num_classes, classes, info)
 
 
 def _build_folder(d: Mapping) -> DataBundle:
     root = _root(d)
-    tr_paths, tr_y, classes = scan_image_folder(os.path.join(root, d.get("train_dir") or "train"))
+    train_dir = os.path.join(root, d["train_dir"])
+    tr_paths, tr_y, classes = scan_image_folder(train_dir)
     mk = lambda sub: FileListDataset(*scan_image_folder(os.path.join(root, sub), classes)[:2], len(classes),
-                                     classes, name=os.path.join(root, sub))
-    train = FileListDataset(tr_paths, tr_y, len(classes), classes, name=os.path.join(root, "train"))
-    val = mk(d["val_dir"]) if d.get("val_dir") else None
+                                     classes, name=os.path.join(root, sub), max_pixels=d["max_image_pixels"])
+    train = FileListDataset(tr_paths, tr_y, len(classes), classes, name=train_dir, max_pixels=d["max_image_pixels"])
+    val = mk(d["val_dir"]) if d["val_dir"] else None
     info = _info(d, 224, IMAGENET_MEAN, IMAGENET_STD, small=False)
-    return DataBundle("folder", train, mk(d.get("test_dir") or "test"), val, len(classes), classes, info)
+    return DataBundle("folder", train, mk(d["test_dir"]), val, len(classes), classes, info)

@@ -91,13 +91,24 @@ def download_cifar(root: str | os.PathLike, spec: CifarSpec, timeout: float = 60
             part.unlink(missing_ok=True)
             raise DataError(f"checksum mismatch for {spec.url}: md5 {got}, expected {spec.md5}")
         os.replace(part, archive)
-    with tarfile.open(archive, "r:gz") as tf:
-        for m in tf.getmembers():  # refuse paths that would escape root
-            target = (root / m.name).resolve()
-            if not str(target).startswith(str(root.resolve())) or m.issym() or m.islnk():
-                raise DataError(f"{archive}: unsafe member {m.name!r}")
-        tf.extractall(root)
+    extract_archive(archive, root)
     return root / spec.folder
+
+
+def extract_archive(archive: str | os.PathLike, root: str | os.PathLike) -> None:
+    """Extract a tar archive into ``root``, refusing any member that would land outside it
+    (``../x``, absolute paths, links, devices). Paths are compared component-wise, so a sibling
+    such as ``root-escaped/`` is outside ``root`` too."""
+    root = Path(root).resolve()
+    with tarfile.open(archive, "r:*") as tf:
+        for m in tf.getmembers():
+            target = (root / m.name).resolve()
+            if os.path.commonpath([root, target]) != str(root) or not (m.isfile() or m.isdir()):
+                raise DataError(f"{archive}: unsafe member {m.name!r} (outside {root}, or not a plain file)")
+        if hasattr(tarfile, "data_filter"):  # Python >= 3.12 (and 3.8.17+ backports): the library's own check too
+            tf.extractall(root, filter="data")
+        else:
+            tf.extractall(root)
 
 
 def find_cifar_folder(root: str | os.PathLike, spec: CifarSpec, download: bool = False) -> Path:

@@ -8,6 +8,7 @@ tensors, which the default collate turns into a list of batches.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -19,7 +20,46 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".t
 
 
 class DataError(ValueError):
-    """Bad input data: the message names the file, line or value."""
+    """Bad input data: the message names the file, line or value.
+
+    Raised in a DataLoader worker, torch re-raises it in the main process with the worker's whole
+    traceback as its message; the constructor keeps only the one line that says what is wrong.
+    """
+
+    def __init__(self, message: str = ""):
+        if "Original Traceback" in message:  # torch's ExceptionWrapper.reraise()
+            last = message.rstrip().splitlines()[-1]
+            prefix = f"{type(self).__module__}.{type(self).__qualname__}: "
+            message = last[len(prefix):] if last.startswith(prefix) else last
+        super().__init__(message)
+
+
+def open_rgb(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS) -> Image.Image:
+    """Read an image file as RGB; a missing, corrupt or too large (``max_pixels``, None: no limit)
+    file is a :class:`DataError` naming it. The size is checked from the header, before decoding.
+
+    PIL's own guard is off while the header is read (this check replaces it, with the file
+    named and the user's limit); PIL restores it right after, so other readers keep theirs."""
+    try:
+        pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+        try:
+            im = Image.open(path)  # the header only
+        finally:
+            Image.MAX_IMAGE_PIXELS = pil_limit
+        with im:
+            w, h = im.size
+            if max_pixels is not None and w * h > max_pixels:
+                raise DataError(f"image too large: {path} is {w}x{h} = {w * h} pixels, over the limit of "
+                                f"{max_pixels} (data.max_image_pixels; raise it if the image is genuine)")
+            with warnings.catch_warnings():  # the limit was checked above, against the user's value
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return im.convert("RGB")
+    except DataError:
+        raise
+    except FileNotFoundError:
+        raise DataError(f"image file not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
 
 
 def check_labels(targets: np.ndarray, num_classes: int, where: str) -> None:
@@ -74,23 +114,22 @@ class ArrayDataset(LabeledImages):
 
 
 class FileListDataset(LabeledImages):
-    """Images on disk given as (path, label) pairs; opened as RGB on access."""
+    """Images on disk given as (path, label) pairs; opened as RGB on access (:func:`open_rgb`)."""
 
     def __init__(self, paths: Sequence[str], targets: Sequence[int], num_classes: int,
                  classes: Optional[Sequence[str]] = None, transform: Optional[Callable] = None,
-                 name: str = "files"):
+                 name: str = "files", max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS):
         super().__init__(targets, num_classes, classes, transform, name)
         self.paths = list(paths)
+        self.max_pixels = max_pixels
 
     def load(self, index: int) -> Image.Image:
-        path = self.paths[index]
         try:
-            with Image.open(path) as im:
-                return im.convert("RGB")
-        except FileNotFoundError:
-            raise DataError(f"image file not found: {path} (listed in {self.name})") from None
-        except (UnidentifiedImageError, OSError, SyntaxError) as e:
-            raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
+            return open_rgb(self.paths[index], self.max_pixels)
+        except DataError as e:
+            if "not found" in str(e):
+                raise DataError(f"{e} (listed in {self.name})") from None
+            raise
 
 
 def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike) -> tuple[list[str], np.ndarray]:
@@ -135,6 +174,12 @@ def scan_image_folder(folder: str | os.PathLike, classes: Optional[Sequence[str]
         classes = sorted(d.name for d in folder.iterdir() if d.is_dir())
         if not classes:
             raise DataError(f"image folder {folder} has no class sub-folders (expected root/class/image)")
+    else:
+        extra = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in classes)
+        if extra:
+            raise DataError(f"{folder} has class folders that the training split lacks: {', '.join(extra[:20])}"
+                            f"{' ...' if len(extra) > 20 else ''}; their images could not be scored. Add training "
+                            "images for them or remove them")
     index = {c: i for i, c in enumerate(classes)}
     paths, labels = [], []
     for c in classes:

@@ -94,12 +94,12 @@ class SeededDataset(Dataset):
     def __getitem__(self, item):
         index, seed = item
         if get_worker_info() is not None:  # a worker's RNGs serve only the transforms
-            _seed_all(seed)
+            seed_everything(seed)
             return self.dataset[index]
         # in the main process: leave the training RNGs as they were
         state = random.getstate(), np.random.get_state(), torch.random.get_rng_state()
         try:
-            _seed_all(seed)
+            seed_everything(seed)
             return self.dataset[index]
         finally:
             random.setstate(state[0])
@@ -107,7 +107,8 @@ class SeededDataset(Dataset):
             torch.random.set_rng_state(state[2])
 
 
-def _seed_all(seed: int) -> None:
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's global generators."""
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)

@@ -6,13 +6,11 @@
 
 The epoch's order comes from ``seed + epoch`` (call :meth:`set_epoch`), so a resumed run draws
 exactly the batches an uninterrupted one would. The trainer splits each *global* batch of this
-order across DDP ranks (:class:`tailcon.data.loaders.GlobalBatches`); ``num_replicas``/``rank``
-here serve a plain ``DataLoader(sampler=...)``: each rank takes every ``num_replicas``-th index.
+order across DDP ranks (:class:`tailcon.data.loaders.GlobalBatches`).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Iterator, Sequence
 
 import numpy as np
@@ -20,15 +18,17 @@ import torch
 from torch.utils.data import Sampler
 
 
+SAMPLERS = ("instance", "class_balanced", "sqrt")
+
+
 class EpochSampler(Sampler[int]):
     def __init__(self, targets: Sequence[int], mode: str = "instance", seed: int = 0,
-                 num_samples: int | None = None, num_replicas: int = 1, rank: int = 0):
-        if mode not in ("instance", "class_balanced", "sqrt"):
-            raise ValueError(f"unknown sampler {mode!r}; expected instance, class_balanced or sqrt")
+                 num_samples: int | None = None):
+        if mode not in SAMPLERS:
+            raise ValueError(f"unknown sampler {mode!r}; expected one of {', '.join(SAMPLERS)}")
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.total = int(num_samples or len(self.targets))
-        self.num_replicas, self.rank = num_replicas, rank
         counts = torch.bincount(self.targets)
         self.order = torch.argsort(self.targets, stable=True)  # image indices grouped by class
         self.starts = torch.cumsum(counts, 0) - counts
@@ -49,12 +49,7 @@ class EpochSampler(Sampler[int]):
         return self.order[self.starts[cls] + offset]
 
     def __iter__(self) -> Iterator[int]:
-        idx = self.global_indices()
-        if self.num_replicas > 1:  # pad so every rank gets the same number of samples
-            per_rank = math.ceil(len(idx) / self.num_replicas)
-            idx = torch.cat([idx, idx[: per_rank * self.num_replicas - len(idx)]])
-            idx = idx[self.rank:: self.num_replicas]
-        return iter(idx.tolist())
+        return iter(self.global_indices().tolist())
 
     def __len__(self) -> int:
-        return math.ceil(self.total / self.num_replicas)
+        return self.total

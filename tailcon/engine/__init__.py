@@ -1,9 +1,12 @@
-"""Training / evaluation loop, checkpoints, logging, metrics, schedules."""
+"""Training / evaluation loop, the run directory, logging, metrics, schedules."""
 
-from .checkpoint import atomic_write_text, load_checkpoint, save_checkpoint
+from .evaluation import classify_dataset, evaluate_checkpoint
 from .metrics import format_report, shot_accuracy, shot_groups
+from .rundir import RunDir, RunDirError, atomic_write_text, load_checkpoint, save_checkpoint
 from .schedule import lr_at_epoch
-from .trainer import NonFiniteLossError, Trainer, evaluate_checkpoint, train
+from .stages import train
+from .trainer import NonFiniteLossError, Trainer
 
-__all__ = ["atomic_write_text", "load_checkpoint", "save_checkpoint", "format_report", "shot_accuracy",
-           "shot_groups", "lr_at_epoch", "NonFiniteLossError", "Trainer", "evaluate_checkpoint", "train"]
+__all__ = ["classify_dataset", "evaluate_checkpoint", "format_report", "shot_accuracy", "shot_groups", "RunDir",
+           "RunDirError", "atomic_write_text", "load_checkpoint", "save_checkpoint", "lr_at_epoch", "train",
+           "NonFiniteLossError", "Trainer"]

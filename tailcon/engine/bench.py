@@ -26,7 +26,8 @@ from typing import Any
 
 import torch
 
-from .trainer import Trainer, autocast_context, resolve_amp
+from .device import autocast_context
+from .trainer import Trainer
 
 REFERENCE = {"data": {"pipeline": "reference"}, "train": {"channels_last": False, "amp": "none", "compile": False}}
 
@@ -48,7 +49,7 @@ def measure(cfg: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     if len(trainer.loader) < steps + warmup:
         raise ValueError(f"bench needs {steps + warmup} batches per epoch, the data gives {len(trainer.loader)}; "
                          f"use fewer --steps or a smaller data.batch_size")
-    amp = autocast_context(device, trainer.cfg["train"].get("amp", "none"))
+    amp = autocast_context(device, trainer.amp)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     batches = trainer.batches()
@@ -66,9 +67,9 @@ def measure(cfg: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     batches.close()
     peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else _peak_host_mb()
     out = {"images_per_s": n_images / elapsed, "seconds": elapsed, "steps": steps, "peak_memory_mb": peak,
-           "pipeline": trainer.pipeline, "amp": resolve_amp(device, trainer.cfg["train"].get("amp", "none")),
-           "channels_last": bool(trainer.cfg["train"].get("channels_last")),
-           "compile": bool(trainer.cfg["train"].get("compile")), "device": str(device)}
+           "pipeline": trainer.pipeline, "amp": trainer.amp,
+           "channels_last": bool(trainer.cfg["train"]["channels_last"]),
+           "compile": bool(trainer.cfg["train"]["compile"]), "device": str(device)}
     del trainer, batches
     return out
 

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from .. import config as C
-from .checkpoint import atomic_write_text
+from ..data import DataError
+from .logging import read_metrics
+from .metrics import format_pct
+from .rundir import RunDir, RunDirError, atomic_write_text
 from .trainer import NonFiniteLossError
 
 METRICS = ("top1", "many", "medium", "few")
@@ -33,11 +35,6 @@ class RunSpec:
     skipped: list[str] = field(default_factory=list)
 
 
-def run_name(config_path: str) -> str:
-    p = Path(config_path)
-    return f"{p.parent.name}-{p.stem}" if p.parent.name and p.parent.name != "configs" else p.stem
-
-
 def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], out: Path) -> list[RunSpec]:
     """Resolve every (config, seed). ``method.*`` overrides a method does not have (e.g.
     ``method.linear_epochs`` for CE) are left out for that config and noted; anything else
@@ -45,7 +42,7 @@ def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
     from ..methods import get_method
 
     resolved = []
-    names = [run_name(c) for c in configs]
+    names = [C.config_name(c) for c in configs]
     if len(set(names)) != len(names):
         raise C.ConfigError(f"two configs share a run name: {names}")
     for path, name in zip(configs, names):
@@ -58,7 +55,7 @@ def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
                 skipped.append(key)
             else:
                 kept.append(o)
-        get_method(method_name).validate_config(C.resolve(path, kept)["method"])  # fail now, not hours later
+        C.resolve(path, kept)  # every key and value checked now, not hours later
         resolved.append((path, name, kept, skipped))
     # every config's first seed first: an interrupted comparison still covers every config
     return [RunSpec(name, path, seed, out / name / f"seed{seed}",
@@ -67,25 +64,27 @@ def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
 
 
 def run_all(specs: Sequence[RunSpec]) -> None:
-    from . import trainer
+    from . import stages
 
     for i, spec in enumerate(specs):
-        done = (spec.run_dir / "results.json").is_file()
+        run = RunDir(spec.run_dir)
+        done = run.results.is_file()
         print(f"tailcon compare [{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: "
               f"{'finished, reading it back' if done else 'training'} ({spec.run_dir})", flush=True)
         if spec.skipped:
             print(f"  note: {', '.join(spec.skipped)} do not apply to {spec.cfg['method']['name']}; left out")
         if done:
             continue
+        run.failed.unlink(missing_ok=True)
         cfg = dict(spec.cfg)
-        if (spec.run_dir / "last.pt").is_file() or (spec.run_dir / "stages.json").is_file():
+        if run.holds_run():  # interrupted: continue it (the resume is checked against what it was)
             cfg["resume"] = str(spec.run_dir)
-        (spec.run_dir / "failed.txt").unlink(missing_ok=True)
         try:
-            trainer.train(cfg)
-        except (NonFiniteLossError, RuntimeError, ValueError) as e:  # one bad run does not stop the others
+            stages.train(cfg)
+        except (NonFiniteLossError, RunDirError, DataError, RuntimeError, ValueError) as e:
+            # one bad run does not stop the others
             spec.run_dir.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(spec.run_dir / "failed.txt", f"{type(e).__name__}: {e}\n")
+            atomic_write_text(run.failed, f"{type(e).__name__}: {e}\n")
             print(f"  FAILED: {type(e).__name__}: {e}", flush=True)
 
 
@@ -99,27 +98,22 @@ def _mean_std(values: list[Optional[float]]) -> tuple[Optional[float], Optional[
 
 
 def _train_minutes(run_dir: Path) -> float:
-    total = 0.0
-    for path in run_dir.rglob("metrics.jsonl"):
-        for line in path.read_text().splitlines():
-            if line.strip():
-                total += json.loads(line).get("time_s", 0.0)
-    return total / 60
+    return sum(r.get("time_s", 0.0) for stage in RunDir(run_dir).stage_dirs() for r in read_metrics(stage.path)) / 60
 
 
 def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     """One row per config: final-epoch and best-epoch metrics as mean/std over its seeds."""
     rows: dict[str, dict[str, Any]] = {}
     for spec in specs:
-        if not (spec.run_dir / "results.json").is_file():
-            failed = spec.run_dir / "failed.txt"
-            why = failed.read_text().strip() if failed.is_file() else "not finished"
+        run = RunDir(spec.run_dir)
+        res = run.read_results()
+        if res is None:
+            why = run.failed.read_text().strip() if run.failed.is_file() else "not finished"
             rows.setdefault(spec.name, {"name": spec.name, "method": spec.cfg["method"]["name"], "seeds": [],
                                         "final": {m: [] for m in METRICS}, "best": {m: [] for m in METRICS},
                                         "best_epoch": [], "selected_on": set(), "epochs": None, "minutes": [],
                                         "failed": []})["failed"].append(f"seed {spec.seed}: {why}")
             continue
-        res = json.loads((spec.run_dir / "results.json").read_text())
         row = rows.setdefault(spec.name, {"name": spec.name, "method": spec.cfg["method"]["name"], "seeds": [],
                                           "final": {m: [] for m in METRICS}, "best": {m: [] for m in METRICS},
                                           "best_epoch": [], "selected_on": set(), "epochs": res.get("epoch"),
@@ -146,10 +140,8 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
 
 
 def _pm(ms: tuple[Optional[float], Optional[float]]) -> str:
-    mean, std = ms
-    if mean is None:
-        return "empty"  # the group has no class (e.g. Few on CIFAR-10-LT)
-    return f"{mean:.2f}" if std is None else f"{mean:.2f} ± {std:.2f}"
+    mean, std = ms  # a mean of None: the group has no class (e.g. Few on CIFAR-10-LT)
+    return format_pct(mean) if mean is None or std is None else f"{mean:.2f} ± {std:.2f}"
 
 
 def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:

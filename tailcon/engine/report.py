@@ -8,7 +8,6 @@ predicted again with each run's final checkpoint, a confusion matrix (at most 20
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any, Optional, Sequence
@@ -16,8 +15,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
+from .. import config as C
 from .logging import read_metrics
-from .metrics import FEW_THRESHOLD, MANY_THRESHOLD, shot_groups
+from .metrics import FEW_THRESHOLD, MANY_THRESHOLD, format_pct, shot_groups
+from .rundir import RunDir
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -31,25 +32,20 @@ def _plt():
     return plt
 
 
-def stage_dirs(run_dir: Path) -> list[Path]:
-    """The directories holding a run's epochs in order (a staged run: its stages)."""
-    stages = run_dir / "stages.json"
-    if stages.is_file():
-        return [run_dir / name for name in json.loads(stages.read_text())]
-    return [run_dir]
-
-
 def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    results_path = run_dir / "results.json"
-    if not results_path.is_file():
-        raise FileNotFoundError(f"{run_dir}: no results.json (has the run finished? `tailcon eval {run_dir}` writes one)")
+    """What training wrote: results.json (final epoch, best epoch) and every stage's metrics."""
+    run = RunDir(run_dir)
+    results = run.read_results()
+    if results is None:
+        raise FileNotFoundError(f"{run.path}: no results.json: the run has not finished (continue it with "
+                                f"`tailcon train resume={run.path}`)")
     curves = []
-    for i, d in enumerate(stage_dirs(run_dir)):
-        for record in read_metrics(d):
-            curves.append({**record, "stage": d.name if d != run_dir else "", "stage_index": i})
-    return {"dir": run_dir, "name": run_dir.name if run_dir.name else str(run_dir),
-            "results": json.loads(results_path.read_text()), "curves": curves}
+    for i, stage in enumerate(run.stage_dirs()):
+        for record in read_metrics(stage.path):
+            curves.append({**record, "stage": stage.path.name if stage.path != run.path else "", "stage_index": i})
+    method = C.load_yaml(run.config).get("method", {}).get("name", "") if run.config.is_file() else ""
+    return {"dir": run.path, "name": run.path.name if run.path.name else str(run.path), "results": results,
+            "curves": curves, "method": method}
 
 
 _SEPARATORS = "-/_"
@@ -195,8 +191,8 @@ def plot_curves(runs, path: Path) -> None:
 
 # ---- figures that need the model on the test set ---------------------------------------------
 @torch.no_grad()
-def test_predictions(run_dir: Path, max_points: int, device: Optional[str] = None) -> dict[str, Any]:
-    """Predictions for the whole test set and features of up to ``max_points`` test images."""
+def test_outputs(run_dir: Path, max_points: int, device: Optional[str] = None) -> dict[str, Any]:
+    """Predicted classes for the whole test set and features of up to ``max_points`` test images."""
     from torch.utils.data import DataLoader
 
     from ..data import build_data, build_eval_transform
@@ -204,13 +200,13 @@ def test_predictions(run_dir: Path, max_points: int, device: Optional[str] = Non
 
     predictor = load(run_dir, device=device)
     data = build_data(predictor.config)
+    predictor.model.eval()
     data.test.transform = build_eval_transform(data.info)
     loader = DataLoader(data.test, batch_size=256, shuffle=False, num_workers=0)
     preds, labels, feats = [], [], []
     for x, y in loader:
-        x = x.to(predictor.device)
-        f = predictor.model.features(x)
-        preds.append(predictor.model(x).argmax(1).cpu())
+        logits, f = predictor.model.logits_and_features(x.to(predictor.device))  # one backbone pass
+        preds.append(logits.argmax(1).cpu())
         labels.append(y)
         feats.append(f.float().cpu())
     labels_t = torch.cat(labels)
@@ -274,10 +270,6 @@ def plot_embedding(pred: dict[str, Any], title: str, path: Path) -> None:
 
 
 # ---- the page ----------------------------------------------------------------------------------
-def _fmt(v) -> str:
-    return "empty" if v is None else f"{v:.2f}"
-
-
 def _epochs(run: dict[str, Any]) -> str:
     """Epochs trained, per stage for a staged run (``400+10``: pre-training, then linear)."""
     per_stage: dict[int, int] = {}
@@ -298,14 +290,8 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few |", "|---|---|---|---|---|---|---|"]
     for run in runs:
         r = run["results"]
-        cfg_path = run["dir"] / "config.yaml"
-        method = ""
-        if cfg_path.is_file():
-            from .. import config as C
-
-            method = C.load_yaml(cfg_path).get("method", {}).get("name", "")
-        lines.append(f"| {run['label']} | {method} | {_epochs(run)} | {_fmt(r.get('top1'))} | "
-                     f"{_fmt(r.get('many'))} | {_fmt(r.get('medium'))} | {_fmt(r.get('few'))} |")
+        lines.append(f"| {run['label']} | {run['method']} | {_epochs(run)} | {format_pct(r.get('top1'))} | "
+                     f"{format_pct(r.get('many'))} | {format_pct(r.get('medium'))} | {format_pct(r.get('few'))} |")
     figures = [("per_class_accuracy.png", "Per-class accuracy against training count", plot_per_class),
                ("shot_groups.png", "Many / Medium / Few", plot_shot_bars),
                ("training_curves.png", "Training curves", plot_curves)]
@@ -315,7 +301,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     if model_figures:
         for i, run in enumerate(runs):
             label = run["label"]
-            pred = test_predictions(run["dir"], tsne_points, device)
+            pred = test_outputs(run["dir"], tsne_points, device)
             lines += ["", f"## {label}: test-set figures", ""]
             if len(pred["classes"]) <= 20:
                 name = f"confusion_{i}.png"

@@ -8,7 +8,6 @@ CE_c = sum_s E(model, c, s) / sum_s E(baseline, c, s), mCE = mean_c CE_c (in %).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 
 from ..data.corruptions import CORRUPTIONS, FAMILIES, FAMILY_OF, SEVERITIES, corrupt_array, imagenet_c_images
-from .checkpoint import atomic_write_text
+from .rundir import RunDir, write_shown_figures
 
 
 @torch.no_grad()
@@ -138,11 +137,12 @@ def evaluate_corruptions(run: str, baseline: Optional[str] = None, names: Option
     result = summarise(errors["model"], base)
     result.update(run=str(run), baseline=str(baseline) if baseline else None, severities=list(severities),
                   images=max_images, seed=seed)
-    out = predictors["model"].checkpoint.parent / "corruptions.json"
-    atomic_write_text(out, json.dumps(result, indent=1))
     if base is not None:
-        atomic_write_text(predictors["baseline"].checkpoint.parent / "corruptions.json", json.dumps(base, indent=1))
+        result["baseline_errors"] = base  # kept here: nothing is written into the baseline's run directory
         print(format_table(base, f"baseline {baseline}"))
     print(format_table(result, f"{run}" + (f" (CE relative to {baseline})" if baseline else "")))
+    ckpt = predictors["model"].checkpoint
+    out = RunDir(ckpt.parent).corruptions_file(ckpt)
+    write_shown_figures(out, result)
     print(f"tailcon eval: wrote {out}")
     return result

@@ -13,21 +13,27 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
+from .. import config as C
+
+
+SCHEDULES = ("cosine", "cosine_end", "step", "constant")
+
 
 def lr_at_epoch(epoch: int, optim: Mapping[str, Any], num_epochs: int) -> float:
+    optim = {**C.DEFAULTS["optim"], **optim}  # the defaults live in one place
     lr0 = float(optim["lr"])
-    warm = int(optim.get("warmup_epochs") or 0)
+    warm = int(optim["warmup_epochs"])
     if epoch < warm:
         return lr0 * (epoch + 1) / warm
-    kind = optim.get("schedule", "cosine")
+    kind = optim["schedule"]
     if kind == "cosine":  # reaches pi only at the virtual epoch E: the last epoch's lr is > 0
         return lr0 * 0.5 * (1.0 + math.cos(math.pi * (epoch - warm + 1) / (num_epochs - warm + 1)))
     if kind == "cosine_end":  # ResCom large-scale form: reaches min_lr at the end of the last epoch
-        eta = lr0 * float(optim.get("min_lr_ratio") or 0.0)
+        eta = lr0 * float(optim["min_lr_ratio"])
         return eta + (lr0 - eta) * 0.5 * (1.0 + math.cos(math.pi * (epoch + 1 - warm) / max(1, num_epochs - warm)))
     if kind == "step":
-        passed = sum(1 for m in optim.get("milestones") or [] if epoch >= int(m))
-        return lr0 * float(optim.get("gamma", 0.1)) ** passed
+        passed = sum(1 for m in optim["milestones"] or [] if epoch >= int(m))
+        return lr0 * float(optim["gamma"]) ** passed
     if kind == "constant":
         return lr0
-    raise ValueError(f"unknown optim.schedule {kind!r}; expected cosine, cosine_end, step or constant")
+    raise ValueError(f"unknown optim.schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")

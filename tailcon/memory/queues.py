@@ -29,9 +29,6 @@ class ClassBalancedQueue(nn.Module):
         self.register_buffer("keys", F.normalize(torch.randn(num_classes * size_per_class, dim), dim=1))
         self.register_buffer("ptr", torch.zeros(num_classes, dtype=torch.long))
 
-    def slot_labels(self) -> torch.Tensor:
-        return torch.arange(self.num_classes * self.size_per_class, device=self.keys.device) // self.size_per_class
-
     @torch.no_grad()
     def push(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
         """Insert ``keys`` [N, D] with ``labels`` [N] as if one at a time in order: key n of class c

@@ -12,9 +12,10 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..config import ConfigError, _suggest, check_keys
-from ..data.build import DataBundle
-from ..data.transforms import ImageInfo, build_train_transform
+from ..config import (VALUE_RULES, ConfigError, Rule, _suggest, check_keys, check_values, integer, list_of, number,
+                      one_of)
+from ..data.samplers import SAMPLERS
+from ..data.transforms import RECIPES, ImageInfo, build_train_transform
 from ..models import build_backbone, build_classifier
 
 METHODS: dict[str, type["Method"]] = {}
@@ -31,12 +32,35 @@ def get_method(name: str) -> type["Method"]:
     return METHODS[name]
 
 
+# Ranges of the method keys, by name: a name means the same thing in every method that has it
+# (a method whose key of the same name means something else overrides it in ``rules``).
+COMMON_RULES: dict[str, Rule] = {
+    "temperature": number(0, lo_open=True), "base_temperature": number(0, lo_open=True),
+    "con_weight": number(0), "ce_weight": number(0), "pbsd_weight": number(0),
+    "tau": number(0), "tau_la": number(0), "ce_tau": number(0), "label_smoothing": number(0, 1, hi_open=True),
+    "momentum": number(0, 1), "proj_dim": integer(1), "proj_hidden": integer(1),
+    "epoch_offset": integer(0), "linear_epochs": integer(1), "linear_lr": number(0),
+    "linear_batch_size": integer(1), "linear_weight_decay": number(0), "linear_sampler": one_of(SAMPLERS),
+    "linear_milestones": list_of(integer(0)), "linear_schedule": VALUE_RULES["optim.schedule"],
+    "stage": one_of(("both", "pretrain", "linear")),
+    "view": one_of(RECIPES), "linear_view": one_of(RECIPES), "feature_view": one_of(RECIPES),
+    "ce_view": one_of(RECIPES), "cls_view": one_of(RECIPES), "sim_view": one_of(RECIPES),
+    "rand_view": one_of(RECIPES), "ce_sampler": one_of(SAMPLERS),
+}
+
+
+def build_method(cfg: Mapping[str, Any], num_classes: int, cls_num_list: Sequence[int]) -> "Method":
+    """The method ``cfg["method"]["name"]`` for ``num_classes`` classes with these training counts."""
+    return get_method(cfg["method"]["name"])(cfg, num_classes, cls_num_list)
+
+
 class Method(nn.Module):
     """Base class. Subclasses set ``name``, ``defaults`` (their ``method.*`` keys) and implement
     :meth:`training_step`; most also override :meth:`view_recipes`."""
 
     name: ClassVar[str] = "base"
     defaults: ClassVar[dict[str, Any]] = {}
+    rules: ClassVar[dict[str, Rule]] = {}  # ranges of this method's own keys (over COMMON_RULES)
     # Test-time prediction is the argmax of :meth:`forward`'s logits (no adjustment unless a
     # method overrides ``forward``).
     evaluates: bool = True  # False: the model cannot classify yet (a pre-training stage)
@@ -52,16 +76,18 @@ class Method(nn.Module):
         runs in RUN_DIR/<name>. Empty: one ordinary run."""
         return []
 
-    def __init__(self, cfg: Mapping[str, Any], data: DataBundle):
+    def __init__(self, cfg: Mapping[str, Any], num_classes: int, cls_num_list: Sequence[int]):
+        """``cfg``: a resolved config; ``cls_num_list``: training images per class (the prior
+        that logit adjustment, class-balanced weights and queues need)."""
         super().__init__()
         self.cfg = cfg
-        self.hparams = self.validate_config(cfg.get("method", {}))
-        self.num_classes = data.num_classes
-        self.register_buffer("cls_num", torch.as_tensor(data.cls_num_list, dtype=torch.float64), persistent=False)
+        self.hparams = self.validate_config(cfg["method"])
+        self.num_classes = int(num_classes)
+        self.register_buffer("cls_num", torch.as_tensor(list(cls_num_list), dtype=torch.float64), persistent=False)
         m = cfg["model"]
-        self.backbone = build_backbone(m["backbone"], bool(m.get("zero_init_residual", False)))
-        self.classifier = build_classifier(m["classifier"], self.backbone.out_dim, data.num_classes,
-                                           float(m.get("cosine_scale", 30.0)))
+        self.backbone = build_backbone(m["backbone"], bool(m["zero_init_residual"]))
+        self.classifier = build_classifier(m["classifier"], self.backbone.out_dim, self.num_classes,
+                                           float(m["cosine_scale"]))
 
     @classmethod
     def validate_config(cls, method_cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -73,7 +99,9 @@ class Method(nn.Module):
                 raise ConfigError(f"unknown config key 'method.{key}' for method {cls.name!r}"
                                   f"{_suggest('method.' + key, valid)}; its keys: {', '.join(valid) or '(none)'}")
         check_keys(given, cls.defaults, where="method.")  # types: "False" is not a bool
-        return {**cls.defaults, **given}
+        hparams = {**cls.defaults, **given}
+        check_values(hparams, {**COMMON_RULES, **cls.rules}, where="method.")
+        return hparams
 
     # ---- what the engine asks -------------------------------------------------------------
     def view_recipes(self) -> Sequence[str]:
@@ -89,15 +117,24 @@ class Method(nn.Module):
         :meth:`training_step` as ``paired=(views, labels)`` (Hybrid's class-balanced CE batch)."""
         return None
 
+    def initialize(self) -> None:
+        """Called once when a run starts from scratch (not when resuming or loading a
+        checkpoint): load weights the method starts from (a two-stage method's stage 1)."""
+
     def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
         """Hook for per-epoch schedules (curriculum weights, ...)."""
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.backbone(images)
 
+    def logits_and_features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Test-time logits [B, C] and the backbone features [B, D] they come from, in one pass."""
+        feats = self.features(images)
+        return self.classifier(feats), feats
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """Test-time logits [B, C]."""
-        return self.classifier(self.features(images))
+        return self.logits_and_features(images)[0]
 
     def training_step(self, views: list[torch.Tensor], labels: torch.Tensor) -> dict[str, torch.Tensor]:
         """Losses of one batch; key ``loss`` is what is back-propagated. No host syncs here."""

@@ -17,6 +17,7 @@ import torch
 
 from ..losses import bcl_loss, logit_adjusted_cross_entropy
 from ..models import ProjectionMLP
+from ..config import number, one_of
 from .base import Method, register
 
 # contrastive view pairs by the names of the authors' README; "sim" is the method's sim_view
@@ -26,6 +27,7 @@ CL_VIEWS = {"sim-sim": ("sim", "sim"), "sim-rand": ("rand", "sim"), "rand-rand":
 @register
 class BCL(Method):
     name = "bcl"
+    rules = {"alpha": number(0), "beta": number(0), "cl_views": one_of(("sim-sim", "sim-rand", "rand-rand"))}
     defaults = {
         "temperature": 0.1,
         "alpha": 2.0,  # weight of the logit-adjusted CE
@@ -40,8 +42,8 @@ class BCL(Method):
     }
     replicated_modules = ("center_head",)  # its BatchNorm batch is the C class vectors
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
         if h["cl_views"] not in CL_VIEWS:
             raise ValueError(f"method.cl_views={h['cl_views']!r}; expected one of {', '.join(CL_VIEWS)}")

@@ -7,6 +7,7 @@ import torch
 
 from ..losses import (BalancedSoftmaxLoss, ClassBalancedCrossEntropy, CrossEntropy,
                       LogitAdjustedCrossEntropy)
+from ..config import number
 from .base import Method, register
 
 
@@ -14,8 +15,8 @@ class _ClassifierMethod(Method):
     def build_loss(self) -> torch.nn.Module:
         raise NotImplementedError
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         self.criterion = self.build_loss()
 
     def training_step(self, views, labels):
@@ -57,6 +58,7 @@ class BalancedSoftmax(_ClassifierMethod):
 class ClassBalanced(_ClassifierMethod):
     """Class-balanced CE with effective-number weights (Cui et al. 2019)."""
     name = "class_balanced"
+    rules = {"beta": number(0, 1, hi_open=True)}
     defaults = {"beta": 0.9999}
 
     def build_loss(self):

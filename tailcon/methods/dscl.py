@@ -21,6 +21,7 @@ from ..data.patches import PatchViews
 from ..losses import dscl_loss, pbsd_loss
 from ..memory import LabeledQueue, MomentumEncoder
 from ..models import feature_map
+from ..config import integer, list_of, number
 from .base import Method, register
 from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
 
@@ -48,6 +49,8 @@ class _Encoder(nn.Module):
 @register
 class DSCL(TwoStageMixin, Method):
     name = "dscl"
+    rules = {"weighted_beta": number(0), "queue_size": integer(1), "num_patches": integer(1), "patch_size": integer(1),
+             "roi_output_size": integer(1), "patch_scale": list_of(number(0, 1, lo_open=True))}
     defaults = {
         "temperature": 0.07,
         "weighted_beta": 8.0,  # own-key target share 1/(1+beta) (the released script's value)
@@ -66,8 +69,8 @@ class DSCL(TwoStageMixin, Method):
         "linear_milestones": [20, 30], "linear_view": "sim", "linear_bn_train": True,
     }
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
         self.encoder = _Encoder(self.backbone, int(h["proj_hidden"]), int(h["proj_dim"]))
         self.key_encoder = MomentumEncoder(self.encoder, float(h["momentum"]))

@@ -28,8 +28,8 @@ class _Hybrid(Method):
         "epoch_offset": 0,  # alpha uses T = epoch + offset; 0: alpha starts at exactly 1 [ASSUME]
     }
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         feat = self.backbone.out_dim
         h = self.hparams
         self.head = ProjectionMLP(feat, int(h["proj_hidden"] or feat), int(h["proj_dim"]), batch_norm=False)
@@ -75,10 +75,10 @@ class HybridPSC(_Hybrid):
     name = "hybrid_psc"
     defaults = {**_Hybrid.defaults, "include_positive_in_denominator": False}
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         # learnable prototypes, N(0, 1) then normalised; re-normalised at every use [ASSUME]
-        self.prototypes = nn.Parameter(F.normalize(torch.randn(data.num_classes, int(self.hparams["proj_dim"])), dim=1))
+        self.prototypes = nn.Parameter(F.normalize(torch.randn(self.num_classes, int(self.hparams["proj_dim"])), dim=1))
 
     def feature_loss(self, features, labels):
         return psc_loss(features, labels, F.normalize(self.prototypes, dim=1), float(self.hparams["temperature"]),

@@ -15,12 +15,15 @@ import torch
 from ..losses import rescom_logits, rescom_loss
 from ..memory import ClassBalancedQueue
 from ..models import ProjectionMLP
+from ..config import integer, number
 from .base import Method, register
 
 
 @register
 class ResCom(Method):
     name = "rescom"
+    rules = {"queue_size_per_class": integer(1), "k_pos": integer(1), "k_neg": integer(1),
+             "effective_num_beta": number(0, 1, hi_open=True)}
     defaults = {
         "temperature": 0.2,
         "con_weight": 0.5,
@@ -32,11 +35,11 @@ class ResCom(Method):
         "view": "autoaug_cutout",  # both views: two draws of the same pipeline
     }
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
         feat = self.backbone.out_dim
-        q, c = int(h["queue_size_per_class"]), data.num_classes
+        q, c = int(h["queue_size_per_class"]), self.num_classes
         if not 1 <= int(h["k_pos"]) <= q:
             raise ValueError(f"method.k_pos={h['k_pos']} must be between 1 and method.queue_size_per_class={q}")
         if int(h["k_neg"]) > (c - 1) * q:

@@ -20,8 +20,8 @@ from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
 
 
 class _SupConBase(Method):
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         feat = self.backbone.out_dim
         h = self.hparams
         self.head = ProjectionMLP(feat, int(h["proj_hidden"] or feat), int(h["proj_dim"]), batch_norm=False)
@@ -41,8 +41,8 @@ class SupCon(TwoStageMixin, _SupConBase):
     name = "supcon"
     defaults = {**_COMMON, **TWO_STAGE_DEFAULTS}
 
-    def __init__(self, cfg, data):
-        super().__init__(cfg, data)
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
         self.setup_stage()
 
     def view_recipes(self):

@@ -12,6 +12,8 @@ from typing import Any, Mapping
 
 import torch
 
+from ..config import ConfigError
+
 # method keys every two-stage method has (defaults may be overridden per method)
 TWO_STAGE_DEFAULTS: dict[str, Any] = {
     "stage": "both",
@@ -60,23 +62,26 @@ class TwoStageMixin:
         return self.stage == "pretrain"
 
     def setup_stage(self) -> None:
-        """Call at the end of ``__init__``: checks the stage, and for ``linear`` loads stage 1 and
-        freezes everything but the classifier."""
-        if self.stage not in ("both", "pretrain", "linear"):
-            raise ValueError(f"method.stage={self.stage!r}; expected both, pretrain or linear")
+        """Call at the end of ``__init__``: for ``linear``, freezes everything but the classifier."""
         self.evaluates = self.stage != "pretrain"  # stage 1 trains no classifier
         if self.stage != "linear":
             return
         if not self.hparams["init_from"]:
-            raise ValueError("method.stage=linear needs method.init_from=<stage-1 run>/last.pt")
-        from ..engine.checkpoint import load_checkpoint
+            raise ConfigError("method.stage=linear needs method.init_from=<stage-1 run>/last.pt")
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith("classifier."))
+
+    def initialize(self) -> None:
+        """A linear stage starting from scratch takes stage 1's weights (a resumed one, or a
+        trained model being loaded, has them in its own checkpoint already)."""
+        if self.stage != "linear":
+            return
+        from ..engine.rundir import load_checkpoint
 
         state = load_checkpoint(self.hparams["init_from"])["model"]
         missing = self.load_state_dict(state, strict=False).missing_keys
         if any(k.startswith("backbone.") for k in missing):
-            raise ValueError(f"{self.hparams['init_from']} has no backbone weights for this model: {missing[:3]}")
-        for name, p in self.named_parameters():
-            p.requires_grad_(name.startswith("classifier."))
+            raise ConfigError(f"{self.hparams['init_from']} has no backbone weights for this model: {missing[:3]}")
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -1,0 +1,99 @@
+"""Evaluation: a model's predicted classes over a dataset, and ``tailcon eval`` of a checkpoint.
+
+Evaluation never rewrites what training wrote: ``tailcon eval`` prints its figures first, then
+writes them to their own file beside the checkpoint (``eval-<checkpoint>-<split>.json``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any, Mapping
+
+import torch
+from torch.utils.data import DataLoader
+
+from .. import config as C
+from .. import distributed as D
+from ..data import build_data, build_eval_transform
+from ..methods import Method, build_method
+from .device import autocast_context, resolve_device
+from .metrics import format_report, shot_accuracy
+from .rundir import RunDir, load_checkpoint, resolve_checkpoint, write_shown_figures
+
+
+def show_progress(cfg: Mapping[str, Any]) -> bool:
+    return bool(cfg["train"]["progress"]) and sys.stderr.isatty()
+
+
+def usable_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+@torch.no_grad()
+def classify_dataset(method: Method, dataset, cfg: Mapping[str, Any], device: torch.device,
+                     desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted classes (argmax of the test-time logits) and labels over a dataset, as CPU
+    tensors. Under torchrun each rank classifies every world_size-th image and the results are
+    gathered on every rank."""
+    from tqdm.auto import tqdm
+
+    if D.is_distributed():
+        dataset = torch.utils.data.Subset(dataset, range(D.rank(), len(dataset), D.world_size()))
+
+    # evaluation only decodes and normalises: more workers than cores only adds contention (and torch's warning)
+    workers = min(int(cfg["data"]["num_workers"]), usable_cpus())
+    loader = DataLoader(dataset, batch_size=int(cfg["data"]["eval_batch_size"]), shuffle=False,
+                        num_workers=workers, pin_memory=device.type == "cuda")
+    was_training = method.training
+    method.eval()
+    classes, labels = [], []
+    fmt = torch.channels_last if cfg["train"]["channels_last"] else torch.contiguous_format
+    for images, y in tqdm(loader, desc=desc, leave=False, disable=not show_progress(cfg)):
+        with autocast_context(device, cfg["train"]["amp"]):
+            logits = method(images.to(device, non_blocking=True, memory_format=fmt))
+        classes.append(logits.argmax(dim=1))
+        labels.append(y)
+    method.train(was_training)
+    classes_t, labels_t = torch.cat(classes).cpu(), torch.cat(labels)
+    if D.is_distributed():
+        parts = D.all_gather_objects((classes_t, labels_t))
+        classes_t, labels_t = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
+    return classes_t, labels_t
+
+
+def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides: tuple[str, ...] = (),
+                        which: str = "last") -> dict[str, Any]:
+    """Evaluate a run directory (its ``last.pt`` or ``best.pt``; a staged run: its final stage)
+    or a checkpoint file: print the report, then write ``eval-<checkpoint>-<split>.json`` beside
+    the checkpoint. The run's ``results.json`` is never touched."""
+    ckpt_path = resolve_checkpoint(path, which)
+    ckpt = load_checkpoint(ckpt_path)
+    over = C.parse_overrides(overrides)
+    C.check_keys(over, C.DEFAULTS)
+    cfg = C.validate(C.merge(C.complete(ckpt["config"]), over))
+    device = resolve_device(cfg["device"])
+    data = build_data(cfg)
+    if split == "val" and data.val is None:
+        raise C.ConfigError(f"dataset {data.name!r} has no validation split")
+    counts = ckpt["cls_num_list"]
+    method = build_method(cfg, ckpt["num_classes"], counts)
+    method.load_state_dict(ckpt["model"])
+    method.to(device)
+    dataset = data.val if split == "val" else data.test
+    dataset.transform = build_eval_transform(data.info)
+    classes, labels = classify_dataset(method, dataset, cfg, device, desc=split)
+    m = shot_accuracy(classes, labels, counts)
+    print(format_report([(f"{ckpt_path.name} epoch {ckpt['epoch']} ({split})", m)],
+                        title=f"{ckpt_path}: {split} split, {m['num_images']} images"))
+    best = ckpt.get("best")
+    if best and best.get("selected_on") == "test":
+        print("note: best.pt of this run was selected on the test split (the dataset has no validation split)")
+    results = {**m, "split": split, "checkpoint": ckpt_path.name, "epoch": ckpt["epoch"], "best": best}
+    out = RunDir(ckpt_path.parent).eval_file(ckpt_path, split)
+    write_shown_figures(out, results)
+    print(f"tailcon eval: wrote {out}")
+    return results

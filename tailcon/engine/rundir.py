@@ -1,0 +1,263 @@
+"""The run directory: its layout, atomic writes, safe checkpoint loading, the lock.
+
+This module alone knows what a run directory holds (docs/run-directory.md):
+
+    RUN_DIR/config.yaml         the resolved config (for a staged run: the whole command's)
+    RUN_DIR/metrics.jsonl       one JSON object per epoch
+    RUN_DIR/tb/                 TensorBoard events
+    RUN_DIR/last.pt, best.pt    checkpoints (weights-only loadable)
+    RUN_DIR/results.json        written once, by training, at its end
+    RUN_DIR/eval-<ckpt>-<split>.json, corruptions-<ckpt>.json   written by ``tailcon eval``
+    RUN_DIR/stages.json         a staged run: its stage names in order; each stage is RUN_DIR/<name>/
+    RUN_DIR/failed.txt          ``tailcon compare``: why the run has no result
+    RUN_DIR/.lock               held (flock) by the process training into the directory
+
+Everything else (trainer, eval, inference, report, compare) asks it. Stages are always resolved
+relative to the run directory itself, never to the working directory, so a run directory can be
+moved or evaluated from anywhere.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import pickle
+import socket
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+CONFIG, METRICS, TENSORBOARD, RESULTS = "config.yaml", "metrics.jsonl", "tb", "results.json"
+STAGES, FAILED, LOCK = "stages.json", "failed.txt", ".lock"
+CHECKPOINTS = ("last", "best")
+
+
+class RunDirError(ValueError):
+    """A run directory cannot be used as asked (occupied, locked, missing); the message says what to do."""
+
+
+# ---- atomic files --------------------------------------------------------------------------------
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write_bytes(path: str | os.PathLike, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file in the same folder, fsync, then rename over
+    ``path`` (rename is atomic on POSIX and Windows): a kill at any moment leaves either the old
+    file or the new one. The file gets the mode an ordinary ``open`` would (0666 less the umask),
+    not the 0600 of temporary files."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def write_shown_figures(path: str | os.PathLike, figures: Any) -> None:
+    """Write, as JSON, figures that were already printed; a failed write (a read-only run
+    directory, a full disk) is a clear error saying so, not a traceback."""
+    try:
+        atomic_write_text(path, json.dumps(figures, indent=1))
+    except OSError as e:
+        raise RunDirError(f"the figures above were not saved: cannot write {path} ({e.strerror or e})") from None
+
+
+def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
+    atomic_write_bytes(path, lambda f: torch.save(state, f))
+
+
+def load_checkpoint(path: str | os.PathLike, which: str = "last") -> dict[str, Any]:
+    """Load a checkpoint file, or a run directory's ``last.pt``/``best.pt`` (a staged run: its
+    final stage's), with ``weights_only=True``: tensors and plain containers only, so a crafted
+    file cannot run code. A file that needs more is refused."""
+    path = resolve_checkpoint(path, which)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise RunDirError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
+                          f"containers, which could run code when unpickled (every checkpoint tailcon writes "
+                          f"loads without them). Details: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # a truncated or foreign file
+        raise RunDirError(f"cannot read checkpoint {path}: {e}") from None
+
+
+# ---- paths ---------------------------------------------------------------------------------------
+def run_dir_of(path: str | os.PathLike) -> Path:
+    """The run directory of a run directory or of a checkpoint file inside one."""
+    path = Path(path)
+    return path if path.is_dir() else path.parent
+
+
+def resolve_checkpoint(path: str | os.PathLike, which: str = "last") -> Path:
+    """A checkpoint file as given, or ``which`` (last | best) of a run directory; a staged run
+    resolves to its final stage (relative to the run directory, wherever it now is)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: no such run directory or checkpoint")
+    if which not in CHECKPOINTS:
+        raise ValueError(f"checkpoint {which!r}: expected one of {', '.join(CHECKPOINTS)}")
+    run = RunDir(p).final_stage()
+    if not run.checkpoint(which).is_file():
+        raise FileNotFoundError(f"{run.path} holds no {which}.pt")
+    return run.checkpoint(which)
+
+
+def unique_run_dir(name: Optional[str], parent: str = "runs") -> Path:
+    """``runs/<date>-<name>``, with ``-2``, ``-3``... where that already exists."""
+    stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    base = Path(parent) / f"{stamp}-{name or 'run'}"
+    path, n = base, 1
+    while path.exists():
+        n += 1
+        path = base.with_name(f"{base.name}-{n}")
+    return path
+
+
+class RunDir:
+    """One run directory (or one stage of a staged run)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    # the layout
+    @property
+    def config(self) -> Path:
+        return self.path / CONFIG
+
+    @property
+    def metrics(self) -> Path:
+        return self.path / METRICS
+
+    @property
+    def tensorboard(self) -> Path:
+        return self.path / TENSORBOARD
+
+    @property
+    def results(self) -> Path:
+        return self.path / RESULTS
+
+    @property
+    def failed(self) -> Path:
+        return self.path / FAILED
+
+    def checkpoint(self, which: str = "last") -> Path:
+        return self.path / f"{which}.pt"
+
+    def eval_file(self, checkpoint: str | os.PathLike, split: str) -> Path:
+        """Where ``tailcon eval`` writes its figures for a checkpoint of this directory."""
+        return self.path / f"eval-{Path(checkpoint).stem}-{split}.json"
+
+    def corruptions_file(self, checkpoint: str | os.PathLike) -> Path:
+        return self.path / f"corruptions-{Path(checkpoint).stem}.json"
+
+    # stages
+    def stage_names(self) -> list[str]:
+        """The stages of a staged run, in order; [] for an ordinary run."""
+        f = self.path / STAGES
+        return json.loads(f.read_text()) if f.is_file() else []
+
+    def write_stage_names(self, names: list[str]) -> None:
+        atomic_write_text(self.path / STAGES, json.dumps(names))
+
+    def stage(self, name: str) -> "RunDir":
+        return RunDir(self.path / name)
+
+    def stage_dirs(self) -> list["RunDir"]:
+        """The directories holding the run's epochs, in order (itself for an ordinary run)."""
+        return [self.stage(n) for n in self.stage_names()] or [self]
+
+    def final_stage(self) -> "RunDir":
+        return self.stage_dirs()[-1]
+
+    # state
+    def holds_run(self) -> bool:
+        """Anything of a run here (the lock file alone does not count)."""
+        return self.path.is_dir() and any(p.name != LOCK for p in self.path.iterdir())
+
+    def read_results(self) -> Optional[dict[str, Any]]:
+        """What training wrote at its end; None while the run has not finished."""
+        return json.loads(self.results.read_text()) if self.results.is_file() else None
+
+    def write_json(self, path: Path, obj: Any) -> None:
+        atomic_write_text(path, json.dumps(obj, indent=1))
+
+    def lock(self) -> "RunLock":
+        return RunLock(self.path / LOCK)
+
+
+class RunLock:
+    """An exclusive ``flock`` on ``RUN_DIR/.lock`` while a process trains into the directory.
+
+    The kernel drops the lock when its process dies (even by SIGKILL), so a killed run never
+    blocks its own ``resume=``; the file's text only names the holder for the error message.
+    Without ``fcntl`` (Windows) nothing is locked.
+    """
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: Optional[int] = None
+        self._made_dir = False
+
+    def acquire(self) -> "RunLock":
+        try:
+            import fcntl
+        except ImportError:
+            return self
+        self._made_dir = not self.path.parent.exists()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(fd, 4096).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunDirError(f"run directory {self.path.parent} is in use by {holder}; wait for it to end, "
+                              "or train into another run_dir=") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {_dt.datetime.now():%Y-%m-%d %H:%M:%S} "
+                     f"({' '.join(sys.argv)[:300]})".encode())
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Unlock; a directory this lock made and nothing else wrote into (the run failed before
+        its first file, e.g. on a missing data root) is removed again."""
+        if self._fd is None:
+            return
+        import fcntl
+
+        if self._made_dir and not RunDir(self.path.parent).holds_run():
+            self.path.unlink(missing_ok=True)
+            self.path.parent.rmdir()
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
+        os.close(self._fd)
+        self._fd = None
+
+    def __enter__(self) -> "RunLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
