@@ -395,7 +395,7 @@ def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
     if new_method is not None and new_method != get(cfg, "method.name"):
         cfg["method"] = {}  # the file's method keys belong to the method it named
     cfg = merge(cfg, over)
-    if not cfg.get("name"):
+    if not cfg["name"]:
         cfg["name"] = "run"
     return validate(cfg)
 

@@ -69,7 +69,7 @@ def test_the_global_batch_must_divide_over_the_processes(tmp_path, monkeypatch):
 def test_no_use_site_restates_a_config_default():
     """Defaults live in config.DEFAULTS alone: ``cfg["train"].get("amp", "none")`` once disagreed
     with the default ``auto``."""
-    pattern = re.compile(r"""\[["'](data|model|optim|train|method)["']\]\.get\(""")
+    pattern = re.compile(r"""(\[["'](data|model|optim|train|method)["']\]|\b(cfg|hparams|h|optim))\.get\(""")
     root = Path(__file__).resolve().parents[1] / "tailcon"
     hits = [f"{p.relative_to(root)}:{i + 1}" for p in root.rglob("*.py")
             for i, line in enumerate(p.read_text().splitlines()) if pattern.search(line)]
@@ -134,6 +134,14 @@ def test_an_image_over_the_pixel_limit_is_named_not_decoded(tmp_path):
     small_limit = FileListDataset([str(_huge_png(tmp_path / "s.png", 100, 100))], [0], 1, max_pixels=5000)
     with pytest.raises(DataError, match=r"s.png is 100x100 = 10000 pixels, over the limit of 5000"):
         small_limit[0]
+
+
+def test_the_gpu_decode_path_checks_the_pixel_limit_before_reading_the_bytes(tmp_path):
+    from tailcon.data.loaders import EncodedImages
+
+    ds = FileListDataset([str(_huge_png(tmp_path / "big.png"))], [0], 1, name="list")
+    with pytest.raises(DataError, match=r"big.png is 20000x20000"):
+        EncodedImages(ds)[0]
 
 
 def test_a_worker_error_surfaces_as_its_one_line(tmp_path):

@@ -34,32 +34,39 @@ class DataError(ValueError):
         super().__init__(message)
 
 
-def open_rgb(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS) -> Image.Image:
-    """Read an image file as RGB; a missing, corrupt or too large (``max_pixels``, None: no limit)
-    file is a :class:`DataError` naming it. The size is checked from the header, before decoding.
+def open_checked(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS) -> Image.Image:
+    """Open an image file lazily (header only) after checking its size against ``max_pixels``
+    (None: no limit); a missing, corrupt or too large file is a :class:`DataError` naming it.
 
     PIL's own guard is off while the header is read (this check replaces it, with the file
-    named and the user's limit); PIL restores it right after, so other readers keep theirs."""
+    named and the user's limit) and is restored right after, so other readers keep theirs."""
     try:
         pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
-            im = Image.open(path)  # the header only
+            im = Image.open(path)
         finally:
             Image.MAX_IMAGE_PIXELS = pil_limit
-        with im:
-            w, h = im.size
-            if max_pixels is not None and w * h > max_pixels:
-                raise DataError(f"image too large: {path} is {w}x{h} = {w * h} pixels, over the limit of "
-                                f"{max_pixels} (data.max_image_pixels; raise it if the image is genuine)")
-            with warnings.catch_warnings():  # the limit was checked above, against the user's value
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                return im.convert("RGB")
-    except DataError:
-        raise
     except FileNotFoundError:
         raise DataError(f"image file not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
+    w, h = im.size
+    if max_pixels is not None and w * h > max_pixels:
+        im.close()
+        raise DataError(f"image too large: {path} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} "
+                        "(data.max_image_pixels; raise it if the image is genuine)")
+    return im
+
+
+def open_rgb(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS) -> Image.Image:
+    """Read an image file as RGB, checked as :func:`open_checked` does."""
+    with open_checked(path, max_pixels) as im:
+        try:
+            with warnings.catch_warnings():  # the size was checked, against the user's limit
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                return im.convert("RGB")
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+            raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
 
 
 def check_labels(targets: np.ndarray, num_classes: int, where: str) -> None:

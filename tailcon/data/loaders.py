@@ -210,14 +210,12 @@ class EncodedImages(Dataset):
         return len(self.dataset)
 
     def __getitem__(self, index: int):
-        from .datasets import DataError
+        from .datasets import open_checked
 
         path = self.dataset.paths[index]
-        try:
-            with open(path, "rb") as f:
-                data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
-        except FileNotFoundError:
-            raise DataError(f"image file not found: {path} (listed in {self.dataset.name})") from None
+        open_checked(path, self.dataset.max_pixels).close()  # the header's size, before a GPU decodes it
+        with open(path, "rb") as f:
+            data = torch.frombuffer(bytearray(f.read()), dtype=torch.uint8)
         return data, int(self.dataset.targets[index])
 
 

@@ -6,22 +6,23 @@ import json
 import math
 import os
 import warnings
-from pathlib import Path
 from typing import Any, Mapping
+
+from .rundir import RunDir, atomic_write_text
 
 
 class RunLogger:
     def __init__(self, run_dir: str | os.PathLike, enabled: bool = True):
-        self.run_dir = Path(run_dir)
+        run = RunDir(run_dir)
         self.enabled = enabled
-        self.metrics_path = self.run_dir / "metrics.jsonl"
+        self.metrics_path = run.metrics
         self._tb = None
         if enabled:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
+            run.path.mkdir(parents=True, exist_ok=True)
             try:
                 from torch.utils.tensorboard import SummaryWriter
 
-                self._tb = SummaryWriter(log_dir=str(self.run_dir / "tb"))
+                self._tb = SummaryWriter(log_dir=str(run.tensorboard))
             except ImportError:
                 warnings.warn("tensorboard is not installed: no TensorBoard events will be written")
 
@@ -31,7 +32,7 @@ class RunLogger:
             return
         kept = [line for line in self.metrics_path.read_text().splitlines()
                 if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
-        self.metrics_path.write_text("".join(line + "\n" for line in kept))
+        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -62,7 +63,7 @@ def _scalars(record: Mapping[str, Any], prefix: str = ""):
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
-    path = Path(run_dir) / "metrics.jsonl"
+    path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -300,7 +300,7 @@ class Trainer:
             return {"epoch": num_epochs, "checkpoint": str(self.run.checkpoint("last"))}
         if final is None:  # resumed a run that had already finished
             final = self.evaluate("test")
-        results = {**final, "split": "test", "checkpoint": "last.pt", "epoch": num_epochs, "best": self.best}
+        results = {**final, "split": "test", "checkpoint": self.run.checkpoint("last").name, "epoch": num_epochs, "best": self.best}
         rows = [(f"final epoch {num_epochs} (test)", final)]
         if self.best is not None and "test" in self.best:
             rows.append((f"best epoch {self.best['epoch']} (picked on {selection})", self.best["test"]))

@@ -7,7 +7,6 @@ or ``linear`` (needs ``method.init_from``, a stage-1 checkpoint).
 
 from __future__ import annotations
 
-import os
 from typing import Any, Mapping
 
 import torch
@@ -32,16 +31,19 @@ TWO_STAGE_DEFAULTS: dict[str, Any] = {
 
 def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tuple[str, dict]]:
     h = {**defaults, **cfg["method"]}
-    if h.get("stage", "both") != "both":
+    if h["stage"] != "both":
         return []
     optim: dict[str, Any] = {"lr": h["linear_lr"], "warmup_epochs": 0, "schedule": h["linear_schedule"],
                              "weight_decay": h["linear_weight_decay"]}
-    if h.get("linear_milestones"):
+    if h["linear_milestones"]:
         optim["milestones"] = list(h["linear_milestones"])
     data: dict[str, Any] = {"sampler": h["linear_sampler"]}
-    if h.get("linear_batch_size"):
+    if h["linear_batch_size"]:
         data["batch_size"] = h["linear_batch_size"]
-    linear = {"method": {"stage": "linear", "init_from": os.path.join(cfg["run_dir"], "pretrain", "last.pt")},
+    from ..engine.rundir import RunDir  # the layout's one owner
+
+    stage1 = RunDir(cfg["run_dir"]).stage("pretrain").checkpoint("last")
+    linear = {"method": {"stage": "linear", "init_from": str(stage1)},
               "train": {"epochs": h["linear_epochs"]}, "optim": optim, "data": data}
     return [("pretrain", {"method": {"stage": "pretrain"}}), ("linear", linear)]
 
