@@ -92,9 +92,10 @@ def load_checkpoint(path: str | os.PathLike, which: str = "last") -> dict[str, A
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
+        why = [line.strip().split(" Please use")[0] for line in str(e).splitlines() if "Unsupported global" in line]
         raise RunDirError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
                           f"containers, which could run code when unpickled (every checkpoint tailcon writes "
-                          f"loads without them). Details: {str(e).splitlines()[0]}") from None
+                          f"loads without them){': ' + why[0] if why else ''}") from None
     except Exception as e:  # a truncated or foreign file
         raise RunDirError(f"cannot read checkpoint {path}: {e}") from None
 
