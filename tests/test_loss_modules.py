@@ -41,6 +41,12 @@ def cases():
          lambda: L.dscl_loss(q, k, queue, queue_labels, labels, 0.1, 4.0)),
         ("pbsd", L.PBSDLoss(temperature=0.1), (roi, small, k, queue),
          lambda: L.pbsd_loss(roi, small, k, queue, 0.1)),
+        ("paco", L.PaCoLoss(counts, temperature=0.2, alpha=0.05, beta=0.9), (q, k, labels, queue, queue_labels, logits),
+         lambda: L.paco_loss(q, k, labels, queue, queue_labels, logits, counts, temperature=0.2, alpha=0.05, beta=0.9)),
+        ("gpaco", L.GPaCoLoss(None, temperature=0.2, alpha=0.05, smooth=0.1),
+         (q, k, labels, queue, queue_labels, torch.cat([logits, logits])),
+         lambda: L.gpaco_loss(q, k, labels, queue, queue_labels, torch.cat([logits, logits]), None, temperature=0.2,
+                              alpha=0.05, smooth=0.1)),
     ]
 
 

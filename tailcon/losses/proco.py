@@ -1,0 +1,166 @@
+"""ProCo (Du et al. 2024): contrast logits from online von Mises-Fisher class models, spec C.3-C.6.
+
+Each class's normalised projections are modelled by a vMF distribution whose mean direction and
+concentration come from running first moments (:func:`vmf_update`, :func:`vmf_kappa`). The
+expected contrastive term against infinitely many samples of each class has a closed form, a
+ratio of vMF normalisers (:func:`proco_logits`), trained with logit-adjusted CE
+(:func:`proco_loss`).
+
+The log-Bessel routine is, by default, the authors' Miller recurrence *literally*
+(:func:`miller_log_ive`): their numbers were made with it, inaccuracy for large arguments and
+batch-dependent rescaling included. :func:`exact_log_ive` (SciPy's ``ive``; a host round trip) is
+the exact alternative (``method.exact_bessel: true``).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence, Union
+
+import torch
+import torch.nn.functional as F
+
+from ..distributed import gather_no_grad
+
+Counts = Union[Sequence[int], torch.Tensor]
+LogIve = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+KAPPA_MAX = 1e5
+
+
+def miller_log_ive(nu: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log(I_nu(x) e^-x), log(I_{nu+1}(x) e^-x))`` by the authors' backward recurrence (spec C.4).
+
+    nu: integer order >= 1; x: any-shape positive tensor, processed as ONE array: the rescaling
+    test is global over it, and a rescale in iteration nu (nu - 1) divides the value already
+    captured for the nu+1 (nu) output without compensation, as the authors' in-place division
+    does. Both quirks are kept on purpose (float64-exact against their outputs). No host sync:
+    the global test is a 0-d tensor applied with ``torch.where``.
+    """
+    if nu < 1:
+        raise ValueError(f"miller_log_ive needs an integer order nu >= 1, got {nu}")
+    one = torch.ones_like(x)
+    a, b = one, torch.zeros_like(x)
+    total, total0, total1 = torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)
+    j0 = j1 = None
+    for i in range(2 * nu, 0, -1):
+        t = (2 * i / x) * a + b
+        rescale = torch.isinf(t).any()  # batch-global, as the authors' `if torch.any(torch.isinf(t))`
+        log_a = torch.where(rescale, torch.log(a), torch.zeros_like(a))
+        if i == nu:
+            j1 = torch.where(rescale, j1 / a, j1)  # the aliasing quirk: j1 *is* b in their code
+        if i == nu - 1:
+            j0 = torch.where(rescale, j0 / a, j0)
+        b = torch.where(rescale, b / a, b)
+        total = total + log_a
+        if i >= nu + 1:
+            total0, total1 = total0 + log_a, total1 + log_a
+        elif i == nu:
+            total0 = total0 + log_a
+        a = torch.where(rescale, one, a)
+        t = torch.where(rescale, (2 * i / x) * a + b, t)
+        a, b = t, a
+        if i == nu:
+            j0 = b
+        elif i == nu + 1:
+            j1 = b
+    log_i0e = torch.log(torch.special.i0e(x))
+    out0 = log_i0e + torch.log(j0) - torch.log(a) + total0 - total
+    out1 = log_i0e + torch.log(j1) - torch.log(a) + total1 - total
+    return out0, out1
+
+
+def exact_log_ive(nu: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log ive(nu, x), log ive(nu + 1, x))`` from SciPy: exact, but a round trip to the host
+    (one sync per call); ``method.exact_bessel: true`` uses it instead of :func:`miller_log_ive`."""
+    from scipy.special import ive
+
+    values = x.detach().double().cpu().numpy()
+    out0 = torch.from_numpy(ive(nu, values)).log()
+    out1 = torch.from_numpy(ive(nu + 1, values)).log()
+    return out0.to(device=x.device, dtype=x.dtype), out1.to(device=x.device, dtype=x.dtype)
+
+
+def vmf_update(ave: torch.Tensor, amount: torch.Tensor, features: torch.Tensor,
+               labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One running-moment update of the class means (spec C.3); pure, returns the new state.
+
+    ave: [C, D] class means; amount: [C] samples seen; features: [N, D] (detached; under DDP the
+    all-gathered batch); labels: [N]. Classes absent from the batch keep their state.
+    """
+    features = features.detach().to(ave.dtype)
+    onehot = F.one_hot(labels, ave.shape[0]).to(ave.dtype)  # [N, C]
+    in_batch = onehot.sum(dim=0)  # [C]
+    batch_mean = (onehot.t() @ features) / in_batch.clamp(min=1)[:, None]
+    weight = torch.where(in_batch > 0, in_batch / (in_batch + amount).clamp(min=1e-300), torch.zeros_like(in_batch))
+    return ave * (1 - weight)[:, None] + batch_mean * weight[:, None], amount + in_batch
+
+
+def vmf_kappa(ave: torch.Tensor, feat_dim: int, log_ive: LogIve = miller_log_ive) -> tuple[torch.Tensor, torch.Tensor]:
+    """Concentrations and log-normalisers ``(kappa [C], logc [C])`` of the class vMFs (spec C.3):
+    kappa = D R / (1 - R^2), R = ||ave_c||, clipped to 1e5 (also where negative or infinite)."""
+    r = ave.norm(dim=1)
+    kappa = feat_dim * r / (1 - r * r)
+    kappa = torch.where((kappa > KAPPA_MAX) | (kappa < 0) | kappa.isnan(), torch.full_like(kappa, KAPPA_MAX), kappa)
+    half = feat_dim / 2 - 1
+    logc = log_ive(math.trunc(half), kappa)[0] + kappa - half * torch.log(kappa + 1e-20)
+    return kappa, logc
+
+
+class _LogRatioC(torch.autograd.Function):
+    """s = log_ive_nu(kt) + kt - (D/2 - 1) log(kt + 1e-20) - logc, with the authors' gradient
+    ds/dkt := min(I_{nu+1}(kt) / I_nu(kt), 1) from the same Bessel routine (spec C.5)."""
+
+    @staticmethod
+    def forward(ctx, kt, logc, feat_dim, log_ive):
+        half = feat_dim / 2 - 1
+        out0, out1 = log_ive(math.trunc(half), kt)
+        ctx.save_for_backward(torch.exp(out1 - out0).clamp(max=1.0))
+        return out0 + kt - half * torch.log(kt + 1e-20) - logc
+
+    @staticmethod
+    def backward(ctx, grad):
+        (ratio,) = ctx.saved_tensors
+        return grad * ratio, None, None, None
+
+
+def proco_logits(z: torch.Tensor, ave: torch.Tensor, kappa: torch.Tensor, logc: torch.Tensor,
+                 temperature: float, log_ive: LogIve = miller_log_ive) -> torch.Tensor:
+    """Contrast logits [B, C]: s_ic = log E_{x ~ vMF(mu_c, kappa_c)} exp(<z_i, x> / tau) (spec C.5).
+
+    z: [B, D] normalised projections; ave: [C, D] class means (their direction is mu_c); kappa,
+    logc: [C] from :func:`vmf_kappa` (constants). Gradients reach ``z`` only.
+    """
+    mu = F.normalize(ave.detach(), dim=1)
+    kt = (kappa.detach()[None, :, None] * mu[None] + z[:, None, :] / temperature).norm(dim=2)  # [B, C]
+    return _LogRatioC.apply(kt, logc.detach()[None, :], z.shape[1], log_ive)
+
+
+def proco_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, logits_ce: torch.Tensor,
+               cls_num_list: Counts, ave: torch.Tensor, amount: torch.Tensor, *, temperature: float, alpha: float,
+               log_ive: LogIve = miller_log_ive):
+    """One ProCo training objective (spec C.6), the estimator updated once per contrastive view.
+
+    z1, z2: [B, D] normalised projections of the two contrastive views; labels: [B]; logits_ce:
+    [B, C] classifier logits of the classification view; cls_num_list: [C]; ave: [C, D], amount:
+    [C] the estimator state before the step. The estimator is updated with the detached views,
+    all-gathered under DDP so that every rank holds the same state; the logits use the local batch.
+
+    Returns ``(loss, loss_ce, loss_scl, logits1, logits2, states)``, ``states`` = [(ave, amount,
+    kappa, logc) after the z1 update, the same after the z2 update]; loss = loss_ce + alpha * loss_scl.
+    """
+    feat_dim = z1.shape[1]
+    all_labels = gather_no_grad(labels)
+    counts = torch.as_tensor(cls_num_list, dtype=torch.float64, device=logits_ce.device)
+    log_prior = torch.log(counts / counts.sum())
+    states, logits = [], []
+    for z in (z1, z2):
+        ave, amount = vmf_update(ave, amount, gather_no_grad(z.detach()), all_labels)
+        kappa, logc = vmf_kappa(ave, feat_dim, log_ive)
+        states.append((ave, amount, kappa, logc))
+        logits.append(proco_logits(z, ave, kappa, logc, temperature, log_ive))
+    loss_ce = F.cross_entropy(logits_ce + log_prior.to(logits_ce.dtype), labels)
+    loss_scl = sum(F.cross_entropy(s + log_prior.to(s.dtype), labels) for s in logits) / 2
+    return loss_ce + alpha * loss_scl, loss_ce, loss_scl, logits[0], logits[1], states
+
+
+__all__ = ["miller_log_ive", "exact_log_ive", "vmf_update", "vmf_kappa", "proco_logits", "proco_loss"]
