@@ -91,6 +91,8 @@ DEFAULTS: dict[str, Any] = {
         "weight_decay": 5e-4,
         "schedule": "cosine",  # cosine | cosine_end | step | constant (tailcon.engine.schedule)
         "warmup_epochs": 0,
+        # True: the warm-up formula also sets epoch W's lr, (W+1)/W x lr, as PaCo's CIFAR code does (its `<=`)
+        "warmup_overshoot": False,
         "milestones": [160, 180],
         "gamma": 0.1,
         "min_lr_ratio": 0.0,  # cosine_end: final lr = lr * min_lr_ratio

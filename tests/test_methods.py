@@ -165,3 +165,45 @@ def test_patch_boxes_address_the_pixels_of_their_patches():
         region = q[:, y1:y2, x1:x2][None]
         expected = torch.nn.functional.interpolate(region, size=(8, 8), mode="bilinear", antialias=True)[0]
         assert (patch - expected).abs().mean() < 0.05
+
+
+def test_paco_step_moves_the_key_encoder_before_the_keys_and_enqueues_them_with_labels(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=paco", "method.queue_size=64", "data.batch_size=16")
+    method = build_method(cfg, *_classes(build_data(cfg)))
+    assert method.queue.keys.norm(dim=0).allclose(torch.ones(32)), "the authors' queue: unit columns"
+    views = [torch.randn(16, 3, 16, 16), torch.randn(16, 3, 16, 16)]
+    labels = torch.arange(16) % 10
+    with torch.no_grad():
+        method.encoder.head.net[0].weight.add_(1.0)  # the online encoder moved since the last update
+    key_head = method.key_encoder.encoder.head.net[0].weight.clone()
+    method.training_step(views, labels)["loss"].backward()
+    moved = method.key_encoder.encoder.head.net[0].weight
+    torch.testing.assert_close(moved, 0.999 * key_head + 0.001 * method.encoder.head.net[0].weight.detach())
+    assert torch.equal(method.queue.labels[:16], labels) and int(method.queue.ptr) == 16
+    with torch.no_grad():
+        keys = method.key_encoder(views[1])[1]
+    torch.testing.assert_close(method.queue.keys[:16], keys)
+
+
+def test_gpaco_anchors_both_views_without_a_momentum_encoder(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=gpaco", "method.queue_size=64")
+    method = build_method(cfg, *_classes(build_data(cfg)))
+    assert not hasattr(method, "key_encoder")
+    views = [torch.randn(8, 3, 16, 16, requires_grad=True), torch.randn(8, 3, 16, 16, requires_grad=True)]
+    method.training_step(views, torch.arange(8))["loss"].backward()
+    assert views[0].grad.abs().sum() > 0 and views[1].grad.abs().sum() > 0, "both views get gradients"
+    assert not method.queue.keys.requires_grad and int(method.queue.ptr) == 8
+
+
+def test_proco_epoch_start_hands_the_epochs_moments_to_old_and_resets_new(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=proco")
+    method = build_method(cfg, *_classes(build_data(cfg)))
+    views = [torch.randn(12, 3, 16, 16) for _ in range(3)]
+    labels = torch.arange(12) % 10
+    method.training_step(views, labels)
+    assert torch.equal(method.new_amount, method.old_amount) and method.new_amount.sum() == 24, "2 updates of 12"
+    seen = method.new_ave.clone()
+    method.on_epoch_start(1, 2)
+    assert torch.equal(method.old_ave, seen) and method.new_amount.sum() == 0
+    torch.testing.assert_close(method.new_ave.norm(dim=1), torch.full((10,), 0.9))
+    assert {"old_ave", "old_amount", "new_ave", "new_amount"} <= set(method.state_dict()), "saved: resume is exact"

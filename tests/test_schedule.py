@@ -27,3 +27,13 @@ def test_rescom_cosine_end_reaches_the_floor_at_the_last_epoch():
 def test_unknown_schedule_is_an_error():
     with pytest.raises(ValueError, match="unknown optim.schedule 'linear'"):
         lr_at_epoch(0, {"lr": 0.1, "schedule": "linear"}, 10)
+
+
+def test_paco_cifar_warmup_overshoots_to_1_1x_in_its_last_warmup_epoch_when_asked():
+    o = {"lr": 0.05, "schedule": "step", "warmup_epochs": 10, "milestones": [321, 361], "gamma": 0.1,
+         "warmup_overshoot": True}
+    assert lr_at_epoch(9, o, 400) == pytest.approx(0.05)
+    assert lr_at_epoch(10, o, 400) == pytest.approx(0.055), "the authors' `e <= 10`"
+    assert lr_at_epoch(11, o, 400) == pytest.approx(0.05)
+    assert lr_at_epoch(320, o, 400) == pytest.approx(0.05) and lr_at_epoch(321, o, 400) == pytest.approx(0.005)
+    assert lr_at_epoch(10, {**o, "warmup_overshoot": False}, 400) == pytest.approx(0.05)

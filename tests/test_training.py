@@ -32,8 +32,10 @@ class _Killed(Exception):
     pass
 
 
-def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch):
-    common = ("train.max_steps_per_epoch=3", "train.eval_every=2", "data.sampler=class_balanced")
+@pytest.mark.parametrize("method", ["logit_adjusted", "proco"])  # proco: estimator state crosses epochs
+def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch, method):
+    common = ("train.max_steps_per_epoch=3", "train.eval_every=2", "data.sampler=class_balanced",
+              f"method.name={method}")
     train(tiny_cfg(tmp_path / "a", *common, epochs=4))
     reference = load_checkpoint(tmp_path / "a" / "run" / "last.pt")
 

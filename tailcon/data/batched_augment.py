@@ -334,9 +334,9 @@ def _crop(i: ImageInfo, scale=(0.08, 1.0)) -> list[Step]:
     return [PadCrop(max(1, i.size // 8))] if i.small else [ResizedCrop(i.size, scale)]
 
 
-def _sim(i: ImageInfo, scale, blur: bool) -> list[Step]:
+def _sim(i: ImageInfo, scale, blur: bool, blur_p: float = 0.5) -> list[Step]:
     steps = [ResizedCrop(i.size, scale), HFlip(), ColorJitter(), Grayscale(0.2)]
-    return steps + [GaussianBlur()] if blur else steps
+    return steps + [GaussianBlur(p=blur_p)] if blur else steps
 
 
 BATCHED_RECIPES: dict[str, Callable[[ImageInfo], list[Step]]] = {
@@ -347,6 +347,10 @@ BATCHED_RECIPES: dict[str, Callable[[ImageInfo], list[Step]]] = {
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False),
     "sim_cifar": lambda i: _sim(i, (0.2, 1.0), blur=True),
     "supcon_cifar": lambda i: _sim(i, (0.2, 1.0), blur=False),
+    "sim_cifar_blur_p02": lambda i: _sim(i, (0.2, 1.0), blur=True, blur_p=0.2),
+    "sim_paco": lambda i: [ResizedCrop(i.size), HFlip(), ColorJitter(hue=0.0, p=1.0), Grayscale(0.2), GaussianBlur()],
+    "randcls_stack": lambda i: [ResizedCrop(i.size), HFlip(), ColorJitter(hue=0.0, p=1.0), Grayscale(0.2),
+                                GaussianBlur(), RandAugment()],
     "randcls": lambda i: [ResizedCrop(i.size), HFlip(), ColorJitter(hue=0.0, p=1.0), RandAugment()],
     "rescom_large": lambda i: [ResizedCrop(i.size), HFlip(), ColorJitter(hue=0.0, p=1.0), Grayscale(0.2), RandAugment()],
     "randstack": lambda i: _sim(i, (0.08, 1.0), blur=False) + [RandAugment()],

@@ -82,11 +82,11 @@ def _jitter(hue: float = 0.1, p: float = 0.8) -> list:
     return [jitter] if p >= 1 else [T.RandomApply([jitter], p=p)]
 
 
-def _sim(info: ImageInfo, scale: tuple[float, float], blur: bool) -> list:
+def _sim(info: ImageInfo, scale: tuple[float, float], blur: bool, blur_p: float = 0.5) -> list:
     ops = [T.RandomResizedCrop(info.size, scale=scale), T.RandomHorizontalFlip(), *_jitter(),
            T.RandomGrayscale(p=0.2)]
     if blur:
-        ops.append(T.RandomApply([PILGaussianBlur()], p=0.5))
+        ops.append(T.RandomApply([PILGaussianBlur()], p=blur_p))
     return ops
 
 
@@ -106,6 +106,16 @@ RECIPES: dict[str, Callable[[ImageInfo], list]] = {
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False) + _finish(i),
     # SimAugment at 32x32 for CIFAR contrastive views: RRC 0.2-1 and blur p 0.5
     "sim_cifar": lambda i: _sim(i, (0.2, 1.0), blur=True) + _finish(i),
+    # GPaCo CIFAR key view: sim_cifar with blur p 0.2
+    "sim_cifar_blur_p02": lambda i: _sim(i, (0.2, 1.0), blur=True, blur_p=0.2) + _finish(i),
+    # PaCo ImageNet key view "Sim": RRC, flip, jitter (always, hue 0), gray .2, blur p .5
+    "sim_paco": lambda i: [T.RandomResizedCrop(i.size, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
+                           *_jitter(hue=0.0, p=1.0), T.RandomGrayscale(p=0.2),
+                           T.RandomApply([PILGaussianBlur()], p=0.5)] + _finish(i),
+    # PaCo/GPaCo "RandAug-cls-stack": randcls with grayscale .2 and blur p .5 before RandAugment n2 m10
+    "randcls_stack": lambda i: [T.RandomResizedCrop(i.size, scale=(0.08, 1.0)), T.RandomHorizontalFlip(),
+                                *_jitter(hue=0.0, p=1.0), T.RandomGrayscale(p=0.2),
+                                T.RandomApply([PILGaussianBlur()], p=0.5), RandAugment()] + _finish(i),
     # SupContrast CIFAR view: RRC 0.2-1, flip, jitter p.8, gray .2, no blur
     "supcon_cifar": lambda i: _sim(i, (0.2, 1.0), blur=False) + _finish(i),
     # BCL ImageNet classification view: RRC, flip, jitter (always, hue 0), RandAugment n2 m10

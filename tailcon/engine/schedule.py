@@ -5,7 +5,7 @@ Epochs are 0-based; the lr is constant within an epoch, as in the authors' code.
 * ``cosine`` (BCL): lr0 * 0.5 * (1 + cos(pi * (e - W + 1) / (E - W + 1))); the last epoch stays above 0.
 * ``cosine_end`` (ResCom): eta + (lr0 - eta) * 0.5 * (1 + cos(pi * (e + 1 - W) / (E - W))), eta = lr0 * min_lr_ratio.
 * ``step``: lr0 * gamma ** (number of milestones <= e).  ``constant``: lr0.
-Warm-up (all): lr0 * (e + 1) / W for e < W.
+Warm-up (all): lr0 * (e + 1) / W for e < W (and e = W with ``warmup_overshoot``: PaCo's CIFAR quirk).
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ def lr_at_epoch(epoch: int, optim: Mapping[str, Any], num_epochs: int) -> float:
     optim = {**C.DEFAULTS["optim"], **optim}  # the defaults live in one place
     lr0 = float(optim["lr"])
     warm = int(optim["warmup_epochs"])
-    if epoch < warm:
+    if epoch < warm or (optim["warmup_overshoot"] and epoch == warm and warm > 0):
         return lr0 * (epoch + 1) / warm
     kind = optim["schedule"]
     if kind == "cosine":  # reaches pi only at the virtual epoch E: the last epoch's lr is > 0

@@ -47,7 +47,7 @@ class ClassBalancedQueue(nn.Module):
 
 
 class LabeledQueue(nn.Module):
-    """DSCL's FIFO queue of keys with labels (spec B.3).
+    """DSCL's and PaCo's FIFO queue of keys with labels (rescom-dscl spec B.3, paco spec A.2).
 
     Buffers: ``keys`` [K, D], ``labels`` [K] (long), ``ptr`` (0-d long). Unlike the authors' code,
     which starts with random labels in [0, 1000) that act as spurious positives, empty slots carry
@@ -56,10 +56,13 @@ class LabeledQueue(nn.Module):
     wraps around the end.
     """
 
-    def __init__(self, size: int, dim: int, random_init_labels: bool = False, init_label_range: int = 1000):
+    def __init__(self, size: int, dim: int, random_init_labels: bool = False, init_label_range: int = 1000,
+                 normalize_dim: int = 1):
+        """``normalize_dim=0`` reproduces PaCo's initialisation: ``randn(K, D)`` normalised along
+        the queue axis, so each feature column (not each key) has unit norm (spec A.2)."""
         super().__init__()
         self.size, self.dim = size, dim
-        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=1))
+        self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=normalize_dim))
         labels = torch.randint(0, init_label_range, (size,)) if random_init_labels else torch.full((size,), -1)
         self.register_buffer("labels", labels.long())
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))

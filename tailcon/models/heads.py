@@ -44,18 +44,21 @@ def build_classifier(kind: str, in_features: int, num_classes: int, scale: float
 
 
 class ProjectionMLP(nn.Module):
-    """Linear(in, hidden) [-> BatchNorm1d] -> ReLU -> Linear(hidden, out) [-> L2 normalise].
+    """(Linear(in, hidden) [-> BatchNorm1d] -> ReLU) x hidden_layers -> Linear(hidden, out) [-> L2 normalise].
 
     SupCon / Hybrid use it without BN; BCL's h and g use it with BN (spec 4.1).
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False,
-                 normalize: bool = True):
+                 normalize: bool = True, hidden_layers: int = 1):
         super().__init__()
-        layers: list[nn.Module] = [nn.Linear(in_dim, hidden_dim)]
-        if batch_norm:
-            layers.append(nn.BatchNorm1d(hidden_dim))
-        layers += [nn.ReLU(inplace=True), nn.Linear(hidden_dim, out_dim)]
+        layers: list[nn.Module] = []
+        for i in range(hidden_layers):  # GPaCo's head has two hidden layers
+            layers.append(nn.Linear(in_dim if i == 0 else hidden_dim, hidden_dim))
+            if batch_norm:
+                layers.append(nn.BatchNorm1d(hidden_dim))
+            layers.append(nn.ReLU(inplace=True))
+        layers.append(nn.Linear(hidden_dim, out_dim))
         self.net = nn.Sequential(*layers)
         self.normalize = normalize
 
