@@ -126,11 +126,19 @@ def test_paco_loss_equals_a_per_anchor_loop_and_works_with_an_empty_queue():
     torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
 
 
-def test_exact_bessel_agrees_with_miller_where_miller_is_accurate_and_not_where_it_is_not():
-    x = torch.tensor([0.5, 5.0, 50.0, 300.0, 1e4], dtype=torch.float64)
-    miller, exact = miller_log_ive(63, x), exact_log_ive(63, x)
-    torch.testing.assert_close(miller[0][:4], exact[0][:4], rtol=0, atol=1e-10)
-    assert abs(float(miller[0][4] - exact[0][4])) > 0.1, "Miller's fixed start drifts at large x (spec C.4)"
+def test_exact_bessel_matches_scipy_and_miller_only_where_miller_is_accurate():
+    from scipy.special import ive
+
+    x = torch.logspace(-3, 5, 60, dtype=torch.float64)
+    for nu in (63, 64):
+        exact = exact_log_ive(63, x)[nu - 63]
+        torch.testing.assert_close(exact, torch.from_numpy(np.log(ive(nu, x.numpy()))), rtol=0, atol=1e-10)
+    small = torch.tensor([0.5, 5.0, 50.0, 300.0], dtype=torch.float64)
+    torch.testing.assert_close(miller_log_ive(63, small)[0], exact_log_ive(63, small)[0], rtol=0, atol=1e-10)
+    far = torch.tensor([1e4], dtype=torch.float64)
+    assert abs(float(miller_log_ive(63, far)[0] - exact_log_ive(63, far)[0])) > 0.1, "Miller drifts (spec C.4)"
+    assert torch.isfinite(exact_log_ive(511, torch.tensor([1.0, 10.0], dtype=torch.float64))[0]).all(), \
+        "no underflow at D = 1024, where SciPy's ive is 0"
 
 
 def test_proco_logits_gradient_is_the_clipped_bessel_ratio():

@@ -28,7 +28,7 @@ class ProCo(Method):
         "alpha": 1.0,  # weight of the contrastive CE
         "proj_hidden": 512,
         "proj_dim": 128,
-        "exact_bessel": False,  # True: SciPy's exact ive instead of the authors' Miller routine (host sync)
+        "exact_bessel": False,  # True: an accurate log-Bessel (losses.exact_log_ive) instead of the authors' routine
         "cls_view": "autoaug_cutout",
         "cl_view": "sim",  # both contrastive views
     }
