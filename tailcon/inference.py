@@ -9,7 +9,6 @@ run's own test-time preprocessing; the logits are the method's test-time logits 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 import numpy as np

@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from tailcon import config as C
 from tailcon.data import build_data
 from tailcon.engine import Trainer, load_checkpoint, train
 from tailcon.methods import METHODS, build_method, get_method

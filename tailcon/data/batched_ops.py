@@ -8,7 +8,6 @@ check pixel by pixel; :mod:`tailcon.data.batched_augment` draws the random param
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import torch
 
+from ..config import number, one_of
 from ..losses import bcl_loss, logit_adjusted_cross_entropy
 from ..models import ProjectionMLP
-from ..config import number, one_of
 from .base import Method, register
 
 # contrastive view pairs by the names of the authors' README; "sim" is the method's sim_view

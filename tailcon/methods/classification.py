@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import torch
 
+from ..config import number
 from ..losses import (BalancedSoftmaxLoss, ClassBalancedCrossEntropy, CrossEntropy,
                       LogitAdjustedCrossEntropy)
-from ..config import number
 from .base import Method, register
 
 

@@ -17,11 +17,11 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
+from ..config import integer, list_of, number
 from ..data.patches import PatchViews
 from ..losses import dscl_loss, pbsd_loss
 from ..memory import LabeledQueue, MomentumEncoder
 from ..models import feature_map
-from ..config import integer, list_of, number
 from .base import Method, register
 from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
 

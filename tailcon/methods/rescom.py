@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import torch
 
+from ..config import integer, number
 from ..losses import rescom_logits, rescom_loss
 from ..memory import ClassBalancedQueue
 from ..models import ProjectionMLP
-from ..config import integer, number
 from .base import Method, register
 
 
