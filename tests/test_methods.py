@@ -206,3 +206,10 @@ def test_proco_epoch_start_hands_the_epochs_moments_to_old_and_resets_new(tmp_pa
     assert torch.equal(method.old_ave, seen) and method.new_amount.sum() == 0
     torch.testing.assert_close(method.new_ave.norm(dim=1), torch.full((10,), 0.9))
     assert {"old_ave", "old_amount", "new_ave", "new_amount"} <= set(method.state_dict()), "saved: resume is exact"
+
+
+def test_paco_trains_without_a_queue(tmp_path):
+    cfg = tiny_cfg(tmp_path, "method.name=paco", "method.queue_size=0")
+    method = build_method(cfg, *_classes(build_data(cfg)))
+    loss = method.training_step([torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)], torch.arange(8))["loss"]
+    assert torch.isfinite(loss) and method.queue.keys.shape == (0, 32)

@@ -69,8 +69,11 @@ class LabeledQueue(nn.Module):
 
     @torch.no_grad()
     def push(self, keys: torch.Tensor, labels: torch.Tensor) -> None:
-        """Write ``keys`` [N, D] and ``labels`` [N] at ptr .. ptr+N-1 (mod K); ptr = (ptr + N) mod K."""
+        """Write ``keys`` [N, D] and ``labels`` [N] at ptr .. ptr+N-1 (mod K); ptr = (ptr + N) mod K.
+        A queue of size 0 (PaCo without memory) keeps nothing."""
         keys, labels = gather_no_grad(keys.detach()), gather_no_grad(labels)
+        if self.size == 0:
+            return
         n = labels.numel()
         if n > self.size:  # only the last K survive
             keys, labels, skipped = keys[-self.size:], labels[-self.size:], n - self.size
