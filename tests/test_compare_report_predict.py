@@ -199,3 +199,20 @@ def test_report_legends_drop_the_parts_all_runs_share_and_never_reuse_a_colour()
     assert run_labels(runs) == ["bcl", "ce"]
     for n in (3, 11, 25):
         assert len(set(_colours(n))) == n
+
+
+def test_report_runs_the_backbone_once_per_test_batch(two_runs, monkeypatch):
+    from tailcon.engine.report import outputs_on_test_split
+    from tailcon.methods.base import Method
+
+    calls = []
+    original = Method.features
+
+    def counted(self, images):
+        calls.append(images.shape[0])
+        return original(self, images)
+
+    monkeypatch.setattr(Method, "features", counted)
+    out = outputs_on_test_split(two_runs[0], max_points=50)
+    assert sum(calls) == len(out["labels"]) == 300, "each test image through the backbone once"
+    assert out["features"].shape == (50, 64)

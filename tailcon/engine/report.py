@@ -191,7 +191,7 @@ def plot_curves(runs, path: Path) -> None:
 
 # ---- figures that need the model on the test set ---------------------------------------------
 @torch.no_grad()
-def test_outputs(run_dir: Path, max_points: int, device: Optional[str] = None) -> dict[str, Any]:
+def outputs_on_test_split(run_dir: Path, max_points: int, device: Optional[str] = None) -> dict[str, Any]:
     """Predicted classes for the whole test set and features of up to ``max_points`` test images."""
     from torch.utils.data import DataLoader
 
@@ -301,7 +301,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     if model_figures:
         for i, run in enumerate(runs):
             label = run["label"]
-            pred = test_outputs(run["dir"], tsne_points, device)
+            pred = outputs_on_test_split(run["dir"], tsne_points, device)
             lines += ["", f"## {label}: test-set figures", ""]
             if len(pred["classes"]) <= 20:
                 name = f"confusion_{i}.png"
