@@ -140,3 +140,28 @@ def test_device_pipeline_is_refused_with_a_reason_where_it_cannot_apply(tmp_path
                    "method.patch_size=8", "method.stage=pretrain")
     with pytest.raises(C.ConfigError, match="dscl.*own per-image views"):
         Trainer(cfg)
+
+
+def test_the_checkpoint_picked_on_val_has_its_test_figures_and_evaluations_are_timed(tmp_path):
+    res = train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=3", epochs=3))
+    best = res["best"]
+    assert best["selected_on"] == "val" and set(best["test"]) == {"top1", "many", "medium", "few"}
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["eval_time_s"] > 0 for r in records)
+    assert records[best["epoch"] - 1]["test"] == best["test"], "the test figures of that very epoch"
+
+
+def test_in_memory_evaluation_on_the_device_predicts_as_the_per_image_path(tmp_path):
+    from tailcon.engine import classify_dataset
+
+    cfg = tiny_cfg(tmp_path, "train.max_steps_per_epoch=4", epochs=2)
+    train(cfg)
+    trainer = Trainer(C.resolve(None, [f"resume={tmp_path / 'run'}"], extra=C.load_yaml(tmp_path / "run" / "config.yaml")),
+                      resume_from=load_checkpoint(tmp_path / "run"))
+    per_image = classify_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device)
+    on_device = classify_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device, info=trainer.data.info)
+    assert torch.equal(per_image[1], on_device[1])
+    agree = (per_image[0] == on_device[0]).float().mean().item()
+    assert agree >= 299 / 300, f"only float rounding may flip an argmax; agreement {agree:.4f}"
+    images, _ = trainer.data.test.on_device(trainer.device)
+    assert images.dtype == torch.uint8 and trainer.data.test.on_device(trainer.device)[0] is images, "uploaded once"

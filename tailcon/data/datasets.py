@@ -119,6 +119,18 @@ class ArrayDataset(LabeledImages):
     def load(self, index: int) -> Image.Image:
         return Image.fromarray(self.images[index])
 
+    def on_device(self, device) -> tuple:
+        """The images as one uint8 tensor [N, 3, H, W] and the labels [N] on ``device``, uploaded
+        once and kept (evaluation every epoch reuses them)."""
+        import torch
+
+        cached = getattr(self, "_device_copy", None)
+        if cached is None or cached[0].device != torch.device(device):
+            images = torch.from_numpy(np.ascontiguousarray(self.images)).to(device).permute(0, 3, 1, 2).contiguous()
+            cached = (images, torch.as_tensor(self.targets).to(device))
+            self._device_copy = cached
+        return cached
+
 
 class FileListDataset(LabeledImages):
     """Images on disk given as (path, label) pairs; opened as RGB on access (:func:`open_rgb`)."""

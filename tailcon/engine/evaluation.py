@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 from torch.utils.data import DataLoader
 
 from .. import config as C
 from .. import distributed as D
-from ..data import build_data, build_eval_transform
+from ..data import ArrayDataset, ImageInfo, build_data, build_eval_transform
 from ..methods import Method, build_method
 from .device import autocast_context, resolve_device
 from .metrics import format_report, shot_accuracy
@@ -35,12 +35,19 @@ def usable_cpus() -> int:
 
 @torch.no_grad()
 def classify_dataset(method: Method, dataset, cfg: Mapping[str, Any], device: torch.device,
-                     desc: str = "eval") -> tuple[torch.Tensor, torch.Tensor]:
+                     desc: str = "eval", info: Optional[ImageInfo] = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted classes (argmax of the test-time logits) and labels over a dataset, as CPU
     tensors. Under torchrun each rank classifies every world_size-th image and the results are
-    gathered on every rank."""
+    gathered on every rank.
+
+    With ``info`` of small images (whose test transform is only ToTensor + Normalize) an
+    in-memory dataset is classified on the device: its uint8 images stay there and are
+    normalised in batches, the same arithmetic as the per-image path without the DataLoader.
+    """
     from tqdm.auto import tqdm
 
+    if info is not None and info.small and isinstance(dataset, ArrayDataset):
+        return _classify_on_device(method, dataset, cfg, device, info)
     if D.is_distributed():
         dataset = torch.utils.data.Subset(dataset, range(D.rank(), len(dataset), D.world_size()))
 
@@ -59,6 +66,31 @@ def classify_dataset(method: Method, dataset, cfg: Mapping[str, Any], device: to
         labels.append(y)
     method.train(was_training)
     classes_t, labels_t = torch.cat(classes).cpu(), torch.cat(labels)
+    if D.is_distributed():
+        parts = D.all_gather_objects((classes_t, labels_t))
+        classes_t, labels_t = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
+    return classes_t, labels_t
+
+
+@torch.no_grad()
+def _classify_on_device(method: Method, dataset: ArrayDataset, cfg: Mapping[str, Any], device: torch.device,
+                        info: ImageInfo) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = dataset.on_device(device)
+    if D.is_distributed():
+        images, labels = images[D.rank()::D.world_size()], labels[D.rank()::D.world_size()]
+    mean = torch.tensor(info.mean, device=device).view(1, -1, 1, 1)
+    std = torch.tensor(info.std, device=device).view(1, -1, 1, 1)
+    fmt = torch.channels_last if cfg["train"]["channels_last"] else torch.contiguous_format
+    was_training = method.training
+    method.eval()
+    classes = []
+    batch = int(cfg["data"]["eval_batch_size"])
+    for start in range(0, len(labels), batch):
+        x = images[start:start + batch].float().div_(255).sub_(mean).div_(std).contiguous(memory_format=fmt)
+        with autocast_context(device, cfg["train"]["amp"]):
+            classes.append(method(x).argmax(dim=1))
+    method.train(was_training)
+    classes_t, labels_t = torch.cat(classes).cpu(), labels.cpu()
     if D.is_distributed():
         parts = D.all_gather_objects((classes_t, labels_t))
         classes_t, labels_t = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
@@ -85,7 +117,7 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     method.to(device)
     dataset = data.val if split == "val" else data.test
     dataset.transform = build_eval_transform(data.info)
-    classes, labels = classify_dataset(method, dataset, cfg, device, desc=split)
+    classes, labels = classify_dataset(method, dataset, cfg, device, desc=split, info=data.info)
     m = shot_accuracy(classes, labels, counts)
     print(format_report([(f"{ckpt_path.name} epoch {ckpt['epoch']} ({split})", m)],
                         title=f"{ckpt_path}: {split} split, {m['num_images']} images"))
