@@ -152,3 +152,21 @@ def test_ddp_two_processes_compute_the_whole_batch_loss_and_gradients(tmp_path):
             torch.testing.assert_close(gx / 2, xf.grad[rank * 4:(rank + 1) * 4], rtol=1e-10, atol=1e-12)
             if gc is not None:
                 torch.testing.assert_close(gc, cf.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_contrastive_losses_ignore_autocast_and_compute_in_float32():
+    import torch.nn.functional as F
+
+    from tailcon.losses import gpaco_loss, supcon_loss
+
+    g = torch.Generator().manual_seed(0)
+    feats = F.normalize(torch.randn(16, 2, 32, generator=g), dim=2).bfloat16()
+    labels = torch.randint(0, 4, (16,), generator=g)
+    plain = supcon_loss(feats, labels, 0.07)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = supcon_loss(feats, labels, 0.07)
+        q, k = feats[:, 0], feats[:, 1]
+        g_auto = gpaco_loss(q, k, labels, q[:0], labels[:0], torch.zeros(32, 4), None, temperature=0.07, alpha=1.0)
+    assert autocast.dtype == torch.float32 and torch.equal(autocast, plain), "no bf16 matrix product inside"
+    g_plain = gpaco_loss(q, k, labels, q[:0], labels[:0], torch.zeros(32, 4), None, temperature=0.07, alpha=1.0)
+    assert torch.equal(g_auto, g_plain)

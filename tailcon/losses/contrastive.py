@@ -16,11 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 from ..distributed import gather_no_grad, gather_with_grad
-
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    return torch.promote_types(x.dtype, torch.float32)
+from .precision import compute_dtype, full_precision
 
 
 def _view_major(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -35,6 +33,7 @@ def _view_major(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
     return features.transpose(0, 1).reshape(v * b, d), labels.repeat(v)
 
 
+@full_precision
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float,
                 base_temperature: Optional[float] = None) -> torch.Tensor:
     """SupCon "L_out", all views as anchors (spec 2.1).
@@ -48,7 +47,7 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     """
     base_temperature = temperature if base_temperature is None else base_temperature
     z, lab = _view_major(features, labels)
-    z = z.to(_compute_dtype(z))
+    z = z.to(compute_dtype(z))
     n = z.shape[0]
     sim = z @ z.t() / temperature
     sim = sim - sim.max(dim=1, keepdim=True).values.detach()  # cancels exactly; guards exp overflow
@@ -61,6 +60,7 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
     return (-(temperature / base_temperature) * mean_log_prob_pos).mean()
 
 
+@full_precision
 def bcl_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
              temperature: float) -> torch.Tensor:
     """BCL's balanced contrastive loss, as the authors implemented it (spec 4.3).
@@ -74,7 +74,7 @@ def bcl_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor
     the class centre included. Returns the mean over the V*B anchors, a 0-d tensor.
     """
     z, lab = _view_major(features, labels)
-    dtype = _compute_dtype(z)
+    dtype = compute_dtype(z)
     z, centers = z.to(dtype), centers.to(dtype)
     num_classes = centers.shape[0]
     n = z.shape[0]
@@ -96,6 +96,7 @@ def bcl_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor
     return -mean_log_prob_pos.mean()
 
 
+@full_precision
 def psc_loss(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor, temperature: float,
              include_positive_in_denominator: bool = False) -> torch.Tensor:
     """Hybrid-PSC's prototypical supervised contrastive loss (spec 3.2).
@@ -109,7 +110,7 @@ def psc_loss(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Ten
     """
     if features.dim() != 3:
         raise ValueError(f"features must be [B, V, D], got shape {tuple(features.shape)}")
-    dtype = _compute_dtype(features)
+    dtype = compute_dtype(features)
     b, v, d = features.shape
     z = features.transpose(0, 1).reshape(v * b, d).to(dtype)
     lab = labels.repeat(v)

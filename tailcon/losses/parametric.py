@@ -18,11 +18,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .contrastive import _compute_dtype
+from .precision import compute_dtype, full_precision
+
+
 
 Counts = Union[Sequence[int], torch.Tensor]
 
 
+@full_precision
 def parametric_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, centre_logits: torch.Tensor,
                                 cls_num_list: Optional[Counts], *, temperature: float, alpha: float,
                                 beta: float = 1.0, gamma: float = 1.0, supt: float = 1.0,
@@ -33,7 +36,7 @@ def parametric_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, ce
     centre_logits: [Na, C] classifier logits of the anchors; cls_num_list: [C] training counts
     (None: no prior). Returns the mean over the Na anchors.
     """
-    dtype = _compute_dtype(features)
+    dtype = compute_dtype(features)
     feats, centre = features.to(dtype), centre_logits.to(dtype)
     na, num_classes = centre.shape
     n = feats.shape[0]

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 
 from ..distributed import gather_no_grad
+from .precision import full_precision
 
 Counts = Union[Sequence[int], torch.Tensor]
 LogIve = Callable[[int, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
@@ -138,6 +139,7 @@ class _LogRatioC(torch.autograd.Function):
         return grad * ratio, None, None, None
 
 
+@full_precision
 def proco_logits(z: torch.Tensor, ave: torch.Tensor, kappa: torch.Tensor, logc: torch.Tensor,
                  temperature: float, log_ive: LogIve = miller_log_ive) -> torch.Tensor:
     """Contrast logits [B, C]: s_ic = log E_{x ~ vMF(mu_c, kappa_c)} exp(<z_i, x> / tau) (spec C.5).

@@ -16,9 +16,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+
 from ..distributed import gather_no_grad, gather_with_grad, is_distributed
 from .classification import effective_numbers
-from .contrastive import _compute_dtype
+from .precision import compute_dtype, full_precision
 
 Counts = Union[Sequence[int], torch.Tensor]
 
@@ -34,6 +35,7 @@ def _gather_two_view_rows(x: torch.Tensor, grad: bool) -> torch.Tensor:
     return g.transpose(0, 1).reshape(-1, *x.shape[1:])
 
 
+@full_precision
 def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Tensor, size_per_class: int,
                   k_pos: int, k_neg: int) -> tuple[torch.Tensor, torch.Tensor]:
     """ResCom's contrastive logits with supervised hard-pair mining (spec A.3).
@@ -78,10 +80,11 @@ def effective_number_weights(cls_num_list: Counts, beta: float, like: torch.Tens
 
 def rescom_contrastive_rows(sim: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
     """Per-row loss -sum_j t_ij log softmax_j(s_i / tau) / (sum_j t_ij + 1e-9); [rows]."""
-    log_p = F.log_softmax(sim.to(_compute_dtype(sim)) / temperature, dim=1)
+    log_p = F.log_softmax(sim.to(compute_dtype(sim)) / temperature, dim=1)
     return -(targets * log_p).sum(dim=1) / (targets.sum(dim=1) + 1e-9)
 
 
+@full_precision
 def rescom_loss(sim: torch.Tensor, targets: torch.Tensor, logits_cls: torch.Tensor, labels: torch.Tensor,
                 cls_num_list: Counts, temperature: float, effective_num_beta: float,
                 con_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -103,13 +106,14 @@ def rescom_loss(sim: torch.Tensor, targets: torch.Tensor, logits_cls: torch.Tens
     return loss_cls, loss_con, loss_cls + con_weight * loss_con
 
 
+@full_precision
 def dscl_terms(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue_labels: torch.Tensor,
                labels: torch.Tensor, temperature: float, weighted_beta: float
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DSCL loss with its details: ``(loss, rows [B], target_weights [B, 2B+K])``; see :func:`dscl_loss`."""
     q, k = gather_with_grad(q), gather_no_grad(k.detach())
     labels = gather_no_grad(labels)
-    dtype = _compute_dtype(q)
+    dtype = compute_dtype(q)
     q = q.to(dtype)
     b = q.shape[0]
     contrast = torch.cat([q, k.to(dtype), queue_keys.detach().to(dtype)], dim=0)  # [2B + K, D]
@@ -144,10 +148,11 @@ def dscl_loss(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue_
     return dscl_terms(q, k, queue_keys, queue_labels, labels, temperature, weighted_beta)[0]
 
 
+@full_precision
 def pbsd_terms(roi_features: torch.Tensor, small_q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor,
                temperature: float) -> tuple[torch.Tensor, torch.Tensor]:
     """``(loss, teacher distributions [L, B, 1+K])``; see :func:`pbsd_loss`."""
-    dtype = _compute_dtype(small_q)
+    dtype = compute_dtype(small_q)
 
     def logits(x: torch.Tensor) -> torch.Tensor:  # [L, B, 1 + K]
         x = x.to(dtype)

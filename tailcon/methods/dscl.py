@@ -36,7 +36,7 @@ class _Encoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(feat, proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(pooled), dim=1)
+        return F.normalize(self.head(pooled).float(), dim=1)  # fp32 under autocast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.backbone(x))

@@ -64,4 +64,4 @@ class ProjectionMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.net(x)
-        return F.normalize(z, dim=1) if self.normalize else z
+        return F.normalize(z.float(), dim=1) if self.normalize else z  # fp32 under autocast: contrasted in fp32
