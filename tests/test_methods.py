@@ -213,3 +213,31 @@ def test_paco_trains_without_a_queue(tmp_path):
     method = build_method(cfg, *_classes(build_data(cfg)))
     loss = method.training_step([torch.randn(8, 3, 16, 16), torch.randn(8, 3, 16, 16)], torch.arange(8))["loss"]
     assert torch.isfinite(loss) and method.queue.keys.shape == (0, 32)
+
+
+def test_bcl_scl_ablation_uses_the_plain_supcon_loss_on_the_same_features(tmp_path):
+    from tailcon.losses import supcon_loss
+
+    cfg = tiny_cfg(tmp_path, "method.name=bcl", "method.contrastive_loss=supcon")
+    method = build_method(cfg, *_classes(build_data(cfg)))
+    assert method.has_unused_parameters, "the centre head gets no gradient: DDP must know"
+    torch.manual_seed(0)
+    views, labels = [torch.randn(8, 3, 16, 16) for _ in range(3)], torch.arange(8) % 3
+    method.train()
+    out = method.training_step(views, labels)
+    feats = method.backbone(torch.cat(views))
+    z = method.head(feats)[8:]
+    want = supcon_loss(torch.stack(z.split(8), dim=1), labels, 0.1)
+    torch.testing.assert_close(out["loss_con"], want.detach(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("separate", [False, True])
+def test_hybrid_runs_its_two_batches_in_one_or_two_backbone_passes(tmp_path, separate, monkeypatch):
+    cfg = tiny_cfg(tmp_path, "method.name=hybrid_sc", f"method.separate_forward={str(separate).lower()}")
+    method = build_method(cfg, *_classes(build_data(cfg)))
+    calls = []
+    original = type(method.backbone).forward
+    monkeypatch.setattr(type(method.backbone), "forward", lambda self, x: calls.append(len(x)) or original(self, x))
+    views, ce = [torch.randn(4, 3, 16, 16)] * 2, [torch.randn(4, 3, 16, 16)]
+    out = method.training_step(views, torch.arange(4), paired=(ce, torch.arange(4)))
+    assert torch.isfinite(out["loss"]) and calls == ([8, 4] if separate else [12])

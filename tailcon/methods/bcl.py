@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..config import number, one_of
-from ..losses import bcl_loss, logit_adjusted_cross_entropy
+from ..losses import bcl_loss, logit_adjusted_cross_entropy, supcon_loss
 from ..models import ProjectionMLP
 from .base import Method, register
 
@@ -27,7 +27,8 @@ CL_VIEWS = {"sim-sim": ("sim", "sim"), "sim-rand": ("rand", "sim"), "rand-rand":
 @register
 class BCL(Method):
     name = "bcl"
-    rules = {"alpha": number(0), "beta": number(0), "cl_views": one_of(("sim-sim", "sim-rand", "rand-rand"))}
+    rules = {"alpha": number(0), "beta": number(0), "cl_views": one_of(("sim-sim", "sim-rand", "rand-rand")),
+             "contrastive_loss": one_of(("balanced", "supcon"))}
     defaults = {
         "temperature": 0.1,
         "alpha": 2.0,  # weight of the logit-adjusted CE
@@ -39,6 +40,9 @@ class BCL(Method):
         "cl_views": "sim-sim",  # sim-sim | sim-rand | rand-rand
         "sim_view": "sim_cifar",
         "rand_view": "randstack",
+        # supcon: BCL's "SCL" ablation, the plain SupCon loss in place of the balanced one (no class
+        # centres, no class averaging), everything else unchanged (spec 2.3)
+        "contrastive_loss": "balanced",
     }
     replicated_modules = ("center_head",)  # its BatchNorm batch is the C class vectors
 
@@ -50,6 +54,10 @@ class BCL(Method):
         feat = self.backbone.out_dim
         self.head = ProjectionMLP(feat, int(h["proj_hidden"]), int(h["proj_dim"]), batch_norm=True)
         self.center_head = ProjectionMLP(feat, int(h["proj_hidden"]), int(h["proj_dim"]), batch_norm=True)
+
+    @property
+    def has_unused_parameters(self) -> bool:  # the SCL ablation leaves the centre head idle
+        return self.hparams["contrastive_loss"] == "supcon"
 
     def view_recipes(self):
         h = self.hparams
@@ -67,6 +75,10 @@ class BCL(Method):
         z = self.head(feats)[b:]  # the authors run h on all views; the first B are unused
         features = torch.stack(z.split(b), dim=1)  # [B, 2, d]
         loss_ce = logit_adjusted_cross_entropy(logits, labels, self.cls_num, float(self.hparams["tau_la"]))
-        loss_con = bcl_loss(features, labels, self.centers(), float(self.hparams["temperature"]))
+        tau = float(self.hparams["temperature"])
+        if self.hparams["contrastive_loss"] == "supcon":
+            loss_con = supcon_loss(features, labels, tau)
+        else:
+            loss_con = bcl_loss(features, labels, self.centers(), tau)
         loss = float(self.hparams["alpha"]) * loss_ce + float(self.hparams["beta"]) * loss_con
         return {"loss": loss, "loss_ce": loss_ce.detach(), "loss_con": loss_con.detach()}

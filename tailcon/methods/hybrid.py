@@ -26,6 +26,7 @@ class _Hybrid(Method):
         "ce_view": "crop_flip_gray",
         "ce_sampler": "class_balanced",  # the CE branch's own batch [PAPER-r]; "instance" also works
         "epoch_offset": 0,  # alpha uses T = epoch + offset; 0: alpha starts at exactly 1 [ASSUME]
+        "separate_forward": False,  # True: the contrastive and the CE batch in two backbone passes (two BN batches)
     }
 
     def __init__(self, cfg, num_classes, cls_num_list):
@@ -54,7 +55,10 @@ class _Hybrid(Method):
             raise RuntimeError(f"{self.name} needs the class-balanced CE batch (paired loader)")
         ce_views, ce_labels = paired
         b = labels.shape[0]
-        feats = self.backbone(torch.cat([*views, *ce_views], dim=0))
+        if self.hparams["separate_forward"]:
+            feats = torch.cat([self.backbone(torch.cat(views, dim=0)), self.backbone(torch.cat(ce_views, dim=0))])
+        else:
+            feats = self.backbone(torch.cat([*views, *ce_views], dim=0))
         z = self.head(feats[: 2 * b])
         loss_feat = self.feature_loss(torch.stack(z.split(b), dim=1), labels)
         loss_ce = F.cross_entropy(self.classifier(feats[2 * b:]), ce_labels)
