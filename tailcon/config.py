@@ -96,6 +96,7 @@ DEFAULTS: dict[str, Any] = {
         "milestones": [160, 180],
         "gamma": 0.1,
         "min_lr_ratio": 0.0,  # cosine_end: final lr = lr * min_lr_ratio
+        "per_iteration": False,  # True: warm-up and cosine set every step from the fractional epoch (DSCL's code)
     },
     "train": {
         "epochs": 200,

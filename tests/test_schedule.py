@@ -37,3 +37,34 @@ def test_paco_cifar_warmup_overshoots_to_1_1x_in_its_last_warmup_epoch_when_aske
     assert lr_at_epoch(11, o, 400) == pytest.approx(0.05)
     assert lr_at_epoch(320, o, 400) == pytest.approx(0.05) and lr_at_epoch(321, o, 400) == pytest.approx(0.005)
     assert lr_at_epoch(10, {**o, "warmup_overshoot": False}, 400) == pytest.approx(0.05)
+
+
+def test_per_iteration_cosine_follows_dscls_fractional_epoch():
+    from tailcon.engine.schedule import lr_at_position
+
+    o = {"lr": 0.1, "schedule": "cosine_end", "warmup_epochs": 10, "min_lr_ratio": 0.0, "per_iteration": True}
+    assert lr_at_position(0.0, o, 200) == 0.0 and lr_at_position(5.5, o, 200) == pytest.approx(0.055)
+    assert lr_at_position(10.0, o, 200) == pytest.approx(0.1)
+    e = 105.25
+    assert lr_at_position(e, o, 200) == pytest.approx(0.1 * 0.5 * (1 + math.cos(math.pi * (e - 10) / 190)))
+    step = {"lr": 0.1, "schedule": "step", "warmup_epochs": 0, "milestones": [3], "gamma": 0.1}
+    assert lr_at_position(2.9, step, 5) == pytest.approx(0.1) and lr_at_position(3.0, step, 5) == pytest.approx(0.01)
+
+
+def test_per_iteration_schedule_changes_the_lr_inside_an_epoch(tmp_path):
+    from tailcon.engine import Trainer
+
+    from conftest import tiny_cfg
+
+    trainer = Trainer(tiny_cfg(tmp_path, "optim.per_iteration=true", "optim.warmup_epochs=1",
+                               "train.max_steps_per_epoch=4", epochs=2))
+    seen = []
+    original = trainer.train_step
+
+    def spy(views, labels, extra, amp):
+        seen.append(trainer.optimizer.param_groups[0]["lr"])
+        return original(views, labels, extra, amp)
+
+    trainer.train_step = spy
+    trainer.train_one_epoch(0, 2)
+    assert seen == pytest.approx([0.0, 0.025, 0.05, 0.075]), "lr0 * e / W at e = step / 4"

@@ -345,6 +345,7 @@ BATCHED_RECIPES: dict[str, Callable[[ImageInfo], list[Step]]] = {
     "crop_flip_gray": lambda i: _crop(i) + [HFlip(), Grayscale(0.2)],
     "autoaug_cutout": lambda i: _crop(i) + [HFlip(), AutoAugment(), Cutout(16 if i.size >= 32 else max(1, i.size // 2))],
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False),
+    "sim_blur": lambda i: _sim(i, (0.08, 1.0), blur=True),
     "sim_cifar": lambda i: _sim(i, (0.2, 1.0), blur=True),
     "supcon_cifar": lambda i: _sim(i, (0.2, 1.0), blur=False),
     "sim_cifar_blur_p02": lambda i: _sim(i, (0.2, 1.0), blur=True, blur_p=0.2),

@@ -104,6 +104,8 @@ RECIPES: dict[str, Callable[[ImageInfo], list]] = {
     ] + _finish(i, Cutout(16 if i.size >= 32 else max(1, i.size // 2))),
     # SimAugment (MoCo v2 / SupCon), ImageNet scale: RRC 0.08-1, flip, jitter p.8, gray .2, no blur
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False) + _finish(i),
+    # SimAugment with blur p 0.5 (DSCL's stage-2 view, spec rescom-dscl B.7)
+    "sim_blur": lambda i: _sim(i, (0.08, 1.0), blur=True) + _finish(i),
     # SimAugment at 32x32 for CIFAR contrastive views: RRC 0.2-1 and blur p 0.5
     "sim_cifar": lambda i: _sim(i, (0.2, 1.0), blur=True) + _finish(i),
     # GPaCo CIFAR key view: sim_cifar with blur p 0.2

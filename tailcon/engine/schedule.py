@@ -6,6 +6,7 @@ Epochs are 0-based; the lr is constant within an epoch, as in the authors' code.
 * ``cosine_end`` (ResCom): eta + (lr0 - eta) * 0.5 * (1 + cos(pi * (e + 1 - W) / (E - W))), eta = lr0 * min_lr_ratio.
 * ``step``: lr0 * gamma ** (number of milestones <= e).  ``constant``: lr0.
 Warm-up (all): lr0 * (e + 1) / W for e < W (and e = W with ``warmup_overshoot``: PaCo's CIFAR quirk).
+``optim.per_iteration``: set every step from the fractional epoch (:func:`lr_at_position`).
 """
 
 from __future__ import annotations
@@ -37,3 +38,18 @@ def lr_at_epoch(epoch: int, optim: Mapping[str, Any], num_epochs: int) -> float:
     if kind == "constant":
         return lr0
     raise ValueError(f"unknown optim.schedule {kind!r}; expected one of {', '.join(SCHEDULES)}")
+
+
+def lr_at_position(position: float, optim: Mapping[str, Any], num_epochs: int) -> float:
+    """``optim.per_iteration``: the lr at a fractional epoch ``position = epoch + step / steps``
+    (DSCL's code, spec rescom-dscl B.6): warm-up lr0 * e / W, then cosine (``cosine`` and
+    ``cosine_end``) eta + (lr0 - eta) * 0.5 * (1 + cos(pi * (e - W) / (E - W))); step and constant
+    schedules change at epoch boundaries only."""
+    optim = {**C.DEFAULTS["optim"], **optim}
+    lr0, warm, kind = float(optim["lr"]), int(optim["warmup_epochs"]), optim["schedule"]
+    if position < warm:
+        return lr0 * position / warm
+    if kind in ("cosine", "cosine_end"):
+        eta = lr0 * float(optim["min_lr_ratio"]) if kind == "cosine_end" else 0.0
+        return eta + (lr0 - eta) * 0.5 * (1.0 + math.cos(math.pi * (position - warm) / max(1, num_epochs - warm)))
+    return lr_at_epoch(int(position), optim, num_epochs)

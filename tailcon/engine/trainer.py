@@ -30,7 +30,7 @@ from .logging import RunLogger
 from .metrics import format_report, shot_accuracy
 from .pipeline import build_train_loader, choose_pipeline
 from .rundir import RunDir, RunDirError, atomic_write_text, save_checkpoint
-from .schedule import lr_at_epoch
+from .schedule import lr_at_epoch, lr_at_position
 
 
 class NonFiniteLossError(RuntimeError):
@@ -159,7 +159,12 @@ class Trainer:
                    disable=not show, dynamic_ncols=True)
         start, n_images = time.perf_counter(), 0
         amp = autocast_context(self.device, self.amp)
+        per_iteration = bool(self.cfg["optim"]["per_iteration"])
         for step, (views, labels, extra) in enumerate(bar):
+            if per_iteration:  # host-side floats: no sync
+                lr = lr_at_position(epoch + step / total, self.cfg["optim"], num_epochs)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
             losses = self.train_step(views, labels, extra, amp)
             loss = losses["loss"]
             bs = labels.shape[0]

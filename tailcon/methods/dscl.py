@@ -66,7 +66,7 @@ class DSCL(TwoStageMixin, Method):
         "roi_output_size": 2,
         **TWO_STAGE_DEFAULTS,
         "linear_epochs": 40, "linear_lr": 10.0, "linear_batch_size": 2048, "linear_schedule": "step",
-        "linear_milestones": [20, 30], "linear_view": "sim", "linear_bn_train": True,
+        "linear_milestones": [20, 30], "linear_view": "sim_blur", "linear_bn_train": True,
     }
 
     def __init__(self, cfg, num_classes, cls_num_list):
