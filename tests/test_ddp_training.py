@@ -15,14 +15,16 @@ from ddp_utils import run_ddp
 FIT_DIGITS = {"rescom": ["method.k_neg=20"], "dscl": ["method.queue_size=64", "method.patch_size=8"]}
 CASES = {  # method -> extra overrides; DSCL's stage 1 uses the reference (per-image) pipeline
     "bcl": ["data.pipeline=device"],
-    "rescom": ["data.pipeline=device"],
-    "dscl": ["method.stage=pretrain", "data.num_workers=0"],
+    "rescom": ["data.pipeline=device", "method.contrast_batch=global"],
+    "dscl": ["method.stage=pretrain", "data.num_workers=0", "method.contrast_batch=global"],
     "proco": ["data.pipeline=device"],  # estimator updated with all-gathered features: the same state everywhere
 }
 # ProCo's float32 Miller routine at kappa = 1e5 amplifies the last-bit differences of a split batch
 # (~2e-4 after 3 steps); a rank-local estimator update would be off by ~1e-1 and halve its exact counts
 TOLERANCE = {"proco": dict(rtol=1e-3, atol=1e-3)}
-LOCAL_ANCHORS = {"paco": ["method.queue_size=64"], "gpaco": ["method.queue_size=64"]}
+LOCAL_ANCHORS = {"paco": ["method.queue_size=64"], "gpaco": ["method.queue_size=64"],  # the authors' default:
+                 "rescom": ["data.pipeline=device"],  # each rank contrasts its own batch with the shared queue
+                 "dscl": ["method.stage=pretrain", "data.num_workers=0"]}
 
 
 def _cfg(tmp_path, name, *extra):
@@ -30,7 +32,11 @@ def _cfg(tmp_path, name, *extra):
                     "train.log_every=1", "model.sync_bn=true", "optim.lr=0.05", "train.eval_every=100",
                     # NCHW: oneDNN's NHWC kernels round differently for different batch sizes
                     "train.channels_last=false",
-                    *FIT_DIGITS.get(name, []), *CASES.get(name, LOCAL_ANCHORS.get(name, [])), *extra, epochs=1)
+                    *FIT_DIGITS.get(name, []), *extra, epochs=1)
+
+
+def _case(tmp_path, name):
+    return _cfg(tmp_path, name, *CASES[name])
 
 
 def _train_steps(rank, world, cfg):
@@ -42,7 +48,7 @@ def _train_steps(rank, world, cfg):
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_processes_train_like_one_with_the_whole_batch(tmp_path, name):
-    cfg = _cfg(tmp_path, name)
+    cfg = _case(tmp_path, name)
     torch.set_num_threads(1)
     single_stats, single_state = _train_steps(0, 1, cfg)
     results = run_ddp(_train_steps, cfg, tmp_path=tmp_path)
@@ -67,15 +73,18 @@ def test_two_processes_train_like_one_with_the_whole_batch(tmp_path, name):
 
 
 @pytest.mark.parametrize("name", sorted(LOCAL_ANCHORS))
-def test_paco_and_gpaco_ranks_stay_in_step_with_one_shared_queue(tmp_path, name):
-    """Local anchors (the authors' choice) differ from one process with the whole batch, but every
-    rank must hold the same weights and the same queue of all ranks' keys."""
+def test_local_contrast_ranks_stay_in_step_with_one_shared_queue(tmp_path, name):
+    """Local contrast sets (the authors' choice for PaCo, GPaCo, ResCom and DSCL) differ from one
+    process with the whole batch, but every rank must hold the same weights and the same queue of
+    all ranks' keys."""
     torch.set_num_threads(1)
-    (stats0, state0), (stats1, state1) = run_ddp(_train_steps, _cfg(tmp_path, name), tmp_path=tmp_path)
+    cfg = _cfg(tmp_path, name, *LOCAL_ANCHORS[name])
+    (stats0, state0), (stats1, state1) = run_ddp(_train_steps, cfg, tmp_path=tmp_path)
     assert stats0["images"] == 96
     for key, value in state0.items():
         torch.testing.assert_close(state1[key], value, rtol=1e-5, atol=1e-6, msg=key)
-    assert int(state0["queue.ptr"]) == 96 % 64, "the queue took the keys of both ranks"
+    if name in ("paco", "gpaco"):
+        assert int(state0["queue.ptr"]) == 96 % 64, "the queue took the keys of both ranks"
 
 
 def _paco_shard(rank, world, b, k_size):

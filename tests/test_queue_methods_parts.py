@@ -224,3 +224,26 @@ def test_ddp_two_processes_match_one_process_with_the_whole_batch(tmp_path):
         torch.testing.assert_close(qg / 2, qd.grad[rank * 3:rank * 3 + 3], rtol=1e-10, atol=1e-12)
         lk, ll, lp = r["labeled"]
         assert torch.equal(lk[:6], lq.keys[:6]) and torch.equal(ll, lq.labels) and torch.equal(lp, lq.ptr)
+
+
+def _ddp_local_contrast(rank, world, feat, labels, logits, qkeys, q_d, k_d, dq_keys, dq_labels):
+    mine = torch.cat([torch.arange(rank * 3, rank * 3 + 3), 6 + torch.arange(rank * 3, rank * 3 + 3)])
+    sim, tgt = rescom_logits(feat[mine], labels[mine], qkeys, 3, 1, 6, gather=False)
+    _, _, loss = rescom_loss(sim, tgt, logits[mine], labels[mine], [50, 20, 5, 2], 0.2, 0.999, 0.5, gather=False)
+    sl = slice(rank * 3, rank * 3 + 3)
+    dloss = dscl_loss(q_d[sl], k_d[sl], dq_keys, dq_labels, labels[:6][sl], 0.1, 8.0, gather=False)
+    return loss.item(), dloss.item()
+
+
+def test_ddp_local_contrast_is_each_ranks_own_batch_against_the_queue(tmp_path):
+    gen = torch.Generator().manual_seed(4)
+    unit = lambda *s: F.normalize(torch.randn(*s, generator=gen, dtype=torch.float64), dim=-1)
+    y = T([0, 1, 2, 0, 3, 1])
+    labels, feat, logits = torch.cat([y, y]), unit(12, 8), torch.randn(12, 4, generator=gen, dtype=torch.float64)
+    args = (feat, labels, logits, unit(12, 8), unit(6, 8), unit(6, 8), unit(10, 8),
+            torch.randint(0, 4, (10,), generator=gen))
+    results = run_ddp(_ddp_local_contrast, *args, tmp_path=tmp_path)
+    for rank, (loss, dloss) in enumerate(results):
+        alone = _ddp_local_contrast(rank, 2, *args)  # no process group here: nothing can be gathered
+        assert loss == pytest.approx(alone[0], rel=1e-12) and dloss == pytest.approx(alone[1], rel=1e-12)
+    assert results[0][0] != pytest.approx(results[1][0]), "the two ranks' contrast sets differ"

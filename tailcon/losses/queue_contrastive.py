@@ -4,7 +4,8 @@
 Inputs are L2-normalised already; queues are slot-major ([slots, D]) and constants (no gradient).
 Under torch.distributed, ``rescom_logits`` / ``rescom_loss`` / ``dscl_loss`` gather their batch
 inputs from all ranks (gradients flow back to the local shard, see :mod:`tailcon.distributed`),
-so every rank computes the whole global batch's loss. ``pbsd_loss`` is a mean of per-sample
+so every rank computes the whole global batch's loss; with ``gather=False`` each rank contrasts
+its local batch (plus the shared queue), as the authors' code does. ``pbsd_loss`` is a mean of per-sample
 terms and needs no gather: the DDP average of the local means is the global mean.
 """
 
@@ -37,7 +38,7 @@ def _gather_two_view_rows(x: torch.Tensor, grad: bool) -> torch.Tensor:
 
 @full_precision
 def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Tensor, size_per_class: int,
-                  k_pos: int, k_neg: int) -> tuple[torch.Tensor, torch.Tensor]:
+                  k_pos: int, k_neg: int, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """ResCom's contrastive logits with supervised hard-pair mining (spec A.3).
 
     feat: [2B, D] unit-norm projections, view-1 rows then view-2 rows; labels: [2B];
@@ -45,7 +46,8 @@ def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Te
     update. Returns ``(sim, targets)``, both [2B, 2B-1+k_pos+k_neg]: raw cosine similarities
     (not divided by tau) ordered [batch block without the diagonal | the k_pos least similar
     own-class queue slots, ascending | the k_neg most similar other-class slots, descending]
-    and 0/1 targets (same label; 1; 0).
+    and 0/1 targets (same label; 1; 0). ``gather=False``: under DDP, this process's batch only
+    (the authors' choice); True: the global batch.
     """
     num_slots = queue_keys.shape[0]
     if num_slots % size_per_class:
@@ -55,7 +57,8 @@ def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Te
         raise ValueError(f"k_pos={k_pos} must be in [1, Q={size_per_class}]")
     if not 0 <= k_neg <= (num_classes - 1) * size_per_class:
         raise ValueError(f"k_neg={k_neg} must be at most (C-1)*Q = {(num_classes - 1) * size_per_class}")
-    feat, labels = _gather_two_view_rows(feat, grad=True), _gather_two_view_rows(labels, grad=False)
+    if gather:
+        feat, labels = _gather_two_view_rows(feat, grad=True), _gather_two_view_rows(labels, grad=False)
     n = feat.shape[0]
     off_diag = ~torch.eye(n, dtype=torch.bool, device=feat.device)
     batch_sim = (feat @ feat.t())[off_diag].view(n, n - 1)
@@ -87,7 +90,7 @@ def rescom_contrastive_rows(sim: torch.Tensor, targets: torch.Tensor, temperatur
 @full_precision
 def rescom_loss(sim: torch.Tensor, targets: torch.Tensor, logits_cls: torch.Tensor, labels: torch.Tensor,
                 cls_num_list: Counts, temperature: float, effective_num_beta: float,
-                con_weight: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                con_weight: float, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """ResCom's objective (spec A.4-A.5): ``(loss_cls, loss_con, loss)``.
 
     sim, targets: [2B', W] from :func:`rescom_logits` (2B' = global rows under DDP);
@@ -95,8 +98,9 @@ def rescom_loss(sim: torch.Tensor, targets: torch.Tensor, logits_cls: torch.Tens
     loss_cls = mean CE(o + log(pi + 1e-9), y) over both views (Siamese balanced softmax);
     loss_con = mean_i w_{y_i} * row_i with effective-number weights; loss = loss_cls + con_weight * loss_con.
     """
-    logits_cls = _gather_two_view_rows(logits_cls, grad=True)
-    labels = _gather_two_view_rows(labels, grad=False)
+    if gather:  # as rescom_logits was called
+        logits_cls = _gather_two_view_rows(logits_cls, grad=True)
+        labels = _gather_two_view_rows(labels, grad=False)
     n = torch.as_tensor(cls_num_list, device=logits_cls.device).to(torch.float64)
     prior = (n / n.sum()).to(logits_cls.dtype)
     loss_cls = F.cross_entropy(logits_cls + torch.log(prior + 1e-9), labels)
@@ -108,11 +112,12 @@ def rescom_loss(sim: torch.Tensor, targets: torch.Tensor, logits_cls: torch.Tens
 
 @full_precision
 def dscl_terms(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue_labels: torch.Tensor,
-               labels: torch.Tensor, temperature: float, weighted_beta: float
+               labels: torch.Tensor, temperature: float, weighted_beta: float, gather: bool = True
                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """DSCL loss with its details: ``(loss, rows [B], target_weights [B, 2B+K])``; see :func:`dscl_loss`."""
-    q, k = gather_with_grad(q), gather_no_grad(k.detach())
-    labels = gather_no_grad(labels)
+    if gather:
+        q, k = gather_with_grad(q), gather_no_grad(k.detach())
+        labels = gather_no_grad(labels)
     dtype = compute_dtype(q)
     q = q.to(dtype)
     b = q.shape[0]
@@ -136,16 +141,17 @@ def dscl_terms(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue
 
 
 def dscl_loss(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue_labels: torch.Tensor,
-              labels: torch.Tensor, temperature: float, weighted_beta: float) -> torch.Tensor:
+              labels: torch.Tensor, temperature: float, weighted_beta: float, gather: bool = True) -> torch.Tensor:
     """Decoupled supervised contrastive loss (spec B.4), the authors' beta form.
 
     q: [B, D] online projections of view 1 (the anchors); k: [B, D] momentum-encoder keys of view 2
     (constants); queue_keys: [K, D]; queue_labels: [K] (label < 0 marks an empty slot, ignored);
     labels: [B]. Contrast set [q, k, queue] without the anchor itself; the own key gets weight 1,
     each of the n other positives beta / n (target mass 1/(1+beta) on the own view when n > 0).
-    Returns the mean over the B anchors.
+    Returns the mean over the B anchors. ``gather=False``: under DDP, this process's q and k only
+    (with the shared queue; the authors' choice); True: the global batch.
     """
-    return dscl_terms(q, k, queue_keys, queue_labels, labels, temperature, weighted_beta)[0]
+    return dscl_terms(q, k, queue_keys, queue_labels, labels, temperature, weighted_beta, gather)[0]
 
 
 @full_precision

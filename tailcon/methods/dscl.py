@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ..config import integer, list_of, number
+from ..config import integer, list_of, number, one_of
 from ..data.patches import PatchViews
 from ..losses import dscl_loss, pbsd_loss
 from ..memory import LabeledQueue, MomentumEncoder
@@ -49,7 +49,8 @@ class _Encoder(nn.Module):
 @register
 class DSCL(TwoStageMixin, Method):
     name = "dscl"
-    rules = {"weighted_beta": number(0), "queue_size": integer(1), "num_patches": integer(1), "patch_size": integer(1),
+    rules = {"contrast_batch": one_of(("local", "global")), "weighted_beta": number(0), "queue_size": integer(1),
+             "num_patches": integer(1), "patch_size": integer(1),
              "roi_output_size": integer(1), "patch_scale": list_of(number(0, 1, lo_open=True))}
     defaults = {
         "temperature": 0.07,
@@ -64,6 +65,7 @@ class DSCL(TwoStageMixin, Method):
         "patch_size": 64,
         "patch_scale": [0.05, 0.6],
         "roi_output_size": 2,
+        "contrast_batch": "local",  # under DDP: each process's q, k (+ the queue), as the authors; global: all
         **TWO_STAGE_DEFAULTS,
         "linear_epochs": 40, "linear_lr": 10.0, "linear_batch_size": 2048, "linear_schedule": "step",
         "linear_milestones": [20, 30], "linear_view": "sim_blur", "linear_bn_train": True,
@@ -109,7 +111,8 @@ class DSCL(TwoStageMixin, Method):
         # students: one forward per patch index (separate BN batches, as in the authors' code)
         students = torch.stack([self.encoder(patches[:, i]) for i in range(num_patches)])
         queue_keys, queue_labels = self.queue.keys.clone(), self.queue.labels.clone()  # pushed before backward
-        loss_dscl = dscl_loss(q, k, queue_keys, queue_labels, labels, float(h["temperature"]), float(h["weighted_beta"]))
+        loss_dscl = dscl_loss(q, k, queue_keys, queue_labels, labels, float(h["temperature"]), float(h["weighted_beta"]),
+                              gather=h["contrast_batch"] == "global")
         loss_pbsd = pbsd_loss(teacher, students, k, queue_keys, float(h["temperature"]))
         self.queue.push(k, labels)
         loss = loss_dscl + float(h["pbsd_weight"]) * loss_pbsd

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import torch
 
-from ..config import integer, number
+from ..config import integer, number, one_of
 from ..losses import rescom_logits, rescom_loss
 from ..memory import ClassBalancedQueue
 from ..models import ProjectionMLP
@@ -22,7 +22,8 @@ from .base import Method, register
 @register
 class ResCom(Method):
     name = "rescom"
-    rules = {"queue_size_per_class": integer(1), "k_pos": integer(1), "k_neg": integer(1),
+    rules = {"contrast_batch": one_of(("local", "global")), "queue_size_per_class": integer(1), "k_pos": integer(1),
+             "k_neg": integer(1),
              "effective_num_beta": number(0, 1, hi_open=True)}
     defaults = {
         "temperature": 0.2,
@@ -33,6 +34,8 @@ class ResCom(Method):
         "effective_num_beta": 0.999999,
         "proj_dim": 32,
         "view": "autoaug_cutout",  # both views: two draws of the same pipeline
+        # under DDP: local = each process contrasts its own batch (and the queue), as the authors; global = all
+        "contrast_batch": "local",
     }
 
     def __init__(self, cfg, num_classes, cls_num_list):
@@ -59,9 +62,10 @@ class ResCom(Method):
         logits = self.classifier(feats)
         y = labels.repeat(2)
         # the queue is updated in place below, before backward: give the loss its own copy
+        gather = h["contrast_batch"] == "global"
         sim, targets = rescom_logits(z, y, self.queue.keys.clone(), int(h["queue_size_per_class"]),
-                                     int(h["k_pos"]), int(h["k_neg"]))
+                                     int(h["k_pos"]), int(h["k_neg"]), gather=gather)
         loss_cls, loss_con, loss = rescom_loss(sim, targets, logits, y, self.cls_num, float(h["temperature"]),
-                                               float(h["effective_num_beta"]), float(h["con_weight"]))
+                                               float(h["effective_num_beta"]), float(h["con_weight"]), gather=gather)
         self.queue.push(z[:b].detach(), labels)
         return {"loss": loss, "loss_cls": loss_cls.detach(), "loss_con": loss_con.detach()}
