@@ -102,7 +102,9 @@ DEFAULTS: dict[str, Any] = {
         "epochs": 200,
         "amp": "auto",  # auto (bf16 on CUDA GPUs with bf16, else none) | none | bf16 | fp16
         "channels_last": True,  # NHWC convolutions: faster on GPUs with AMP and on CPUs (oneDNN)
-        "compile": False,  # torch.compile the backbone
+        # torch.compile the backbone: true (default mode), or a mode: reduce-overhead (CUDA graphs; wants static
+        # batch shapes, data.drop_last=true) or max-autotune
+        "compile": False,
         "eval_every": 1,
         "progress": True,  # progress bars (also off when stdout is not a TTY)
         "deterministic": False,
@@ -121,6 +123,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "data.mean": (list,),
     "data.std": (list,),
     "train.max_steps_per_epoch": (int,),
+    "train.compile": (bool, str),
     "run_dir": (str,),
     "resume": (str,),
 }
@@ -242,7 +245,9 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> None:
     if value is None:
         return
     expected: tuple[type, ...]
-    if isinstance(default, bool):
+    if key in _TYPES:  # a key with its own type list wins over its default's type
+        expected = _TYPES[key]
+    elif isinstance(default, bool):
         expected = (bool,)
     elif isinstance(default, (int, float)):
         expected = (int, float)
@@ -250,8 +255,6 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> None:
         expected = (str,)
     elif isinstance(default, list):
         expected = (list, tuple)
-    elif key in _TYPES:
-        expected = _TYPES[key]
     else:
         return
     ok = isinstance(value, expected) and not (isinstance(value, bool) and bool not in expected)
@@ -347,6 +350,8 @@ VALUE_RULES: dict[str, Rule] = {
     "optim.gamma": number(0, lo_open=True),
     "optim.min_lr_ratio": number(0, 1),
     "train.epochs": integer(1),
+    "train.compile": lambda v: None if v in (True, False, "default", "reduce-overhead", "max-autotune")
+    else "true, false, default, reduce-overhead or max-autotune",
     "train.amp": one_of(("auto", "none", "bf16", "fp16")),
     "train.eval_every": integer(1),
     "train.max_steps_per_epoch": integer(1),

@@ -36,6 +36,7 @@ FAST = ("train.max_steps_per_epoch=2", "--no-progress")
     ("device=gpu", "'device' must be auto, cpu, cuda, cuda:N or mps"),
     ("optim.momentum=1.5", "'optim.momentum' must be a number >= 0 and <= 1"),
     ("method.tau=-1", "'method.tau' must be a number >= 0"),
+    ("train.compile=fast", "'train.compile' must be true, false, default, reduce-overhead or max-autotune"),
 ])
 def test_a_bad_config_value_is_refused_naming_the_key_before_any_work(tmp_path, capsys, override, message):
     run = tmp_path / "run"
@@ -203,3 +204,8 @@ def test_the_non_finite_loss_message_points_at_empty_classes(tmp_path):
                                   "train.progress=false"])
     with pytest.raises(NonFiniteLossError, match=r"classes \[2\] have no training image"):
         train(cfg)
+
+
+def test_compile_takes_a_mode_as_well_as_a_bool(tmp_path):
+    assert tiny_cfg(tmp_path, "train.compile=reduce-overhead")["train"]["compile"] == "reduce-overhead"
+    assert tiny_cfg(tmp_path, "train.compile=true")["train"]["compile"] is True

@@ -69,7 +69,7 @@ def measure(cfg: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     out = {"images_per_s": n_images / elapsed, "seconds": elapsed, "steps": steps, "peak_memory_mb": peak,
            "pipeline": trainer.pipeline, "amp": trainer.amp,
            "channels_last": bool(trainer.cfg["train"]["channels_last"]),
-           "compile": bool(trainer.cfg["train"]["compile"]), "device": str(device)}
+           "compile": trainer.cfg["train"]["compile"], "device": str(device)}
     del trainer, batches
     return out
 

@@ -81,8 +81,9 @@ class Trainer:
             convert_sync_batchnorm(self.method, self.device, skip=self.method.replicated_modules)
         self.memory_format = torch.channels_last if cfg["train"]["channels_last"] else torch.contiguous_format
         self.method.to(self.device, memory_format=self.memory_format)
-        if cfg["train"]["compile"]:
-            self.method.backbone.compile()  # in place: checkpoint keys stay those of the plain module
+        if cfg["train"]["compile"]:  # in place: checkpoint keys stay those of the plain module
+            mode = cfg["train"]["compile"]
+            self.method.backbone.compile(mode=None if mode is True else mode)
         self.step_fn = self.method.training_step
         if self.world_size > 1:
             from torch.nn.parallel import DistributedDataParallel as DDP
