@@ -262,3 +262,26 @@ def test_a_rank_slice_equals_the_slice_of_the_global_batch():
     full = view(x, torch.Generator().manual_seed(9))
     part = view(x[4:], torch.Generator().manual_seed(9), global_n=8, offset=4)
     torch.testing.assert_close(part, full[4:])
+
+
+@pytest.mark.parametrize("box", [(0, 0, 96, 80), (10, 5, 70, 60), (3, 2, 50, 41)])
+def test_downscaling_crops_antialias_as_torchvision_and_pil_do(box):
+    x = torch.rand(1, 3, 96, 80, generator=torch.Generator().manual_seed(0))
+    out = B.resized_crop(x, torch.tensor([box]), 32)[0]
+    torch.testing.assert_close(out, TF.resized_crop(x[0], *box, [32, 32], antialias=True), atol=1e-5, rtol=0)
+    aliased = TF.resized_crop(x[0], *box, [32, 32], antialias=False)
+    assert (out - aliased).abs().max() > 0.05, "plain bilinear sampling would alias here"
+    img = (x[0] * 255).round().byte()
+    pil = TF.to_tensor(TF.resized_crop(TF.to_pil_image(img), *box, [32, 32]))
+    ours = B.resized_crop(img.float().unsqueeze(0) / 255, torch.tensor([box]), 32)[0]
+    assert (ours - pil).abs().mean() < 1 / 255  # PIL's fixed-point arithmetic, same filter
+
+
+def test_crops_of_a_padded_batch_read_only_their_own_image():
+    big, small = torch.rand(3, 60, 50), torch.rand(3, 20, 30)
+    padded = torch.zeros(2, 3, 60, 50)
+    padded[0], padded[1, :, :20, :30] = big, small
+    boxes = torch.tensor([[5, 4, 50, 40], [0, 0, 20, 30]])
+    out = B.resized_crop(padded, boxes, 16)
+    torch.testing.assert_close(out[1], TF.resized_crop(small, 0, 0, 20, 30, [16, 16], antialias=True), atol=1e-5, rtol=0)
+    torch.testing.assert_close(out[0], TF.resized_crop(big, 5, 4, 50, 40, [16, 16], antialias=True), atol=1e-5, rtol=0)

@@ -52,30 +52,34 @@ def hflip(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return where_samples(mask, x.flip(-1), x)
 
 
+def resampling_matrix(start: torch.Tensor, length: torch.Tensor, size: int, in_size: int) -> torch.Tensor:
+    """[B, size, in_size] weights that resample each sample's span ``start .. start + length`` of
+    an axis of ``in_size`` pixels to ``size`` pixels with PIL's bilinear filter: a triangle
+    widened by the scale factor when shrinking (antialiasing, as PIL and torchvision's
+    ``antialias=True`` do), plain bilinear interpolation when enlarging; edge taps renormalised.
+    """
+    b = start.shape[0]
+    start, length = start.to(torch.float64).view(b, 1, 1), length.to(torch.float64).view(b, 1, 1)
+    scale = length / size
+    support = scale.clamp(min=1.0)  # the filter's half-width, in input pixels
+    centre = (torch.arange(size, device=start.device, dtype=torch.float64).view(1, size, 1) + 0.5) * scale
+    lo = torch.floor(centre - support + 0.5).clamp(min=0)
+    hi = torch.minimum(torch.floor(centre + support + 0.5), length)
+    pos = torch.arange(in_size, device=start.device, dtype=torch.float64).view(1, 1, in_size) - start
+    taps = (pos >= lo) & (pos < hi)
+    weights = (1 - ((pos - centre + 0.5) / support).abs()).clamp(min=0) * taps
+    return weights / weights.sum(dim=2, keepdim=True).clamp(min=1e-12)
+
+
 def resized_crop(x: torch.Tensor, boxes: torch.Tensor, size: int) -> torch.Tensor:
     """Crop ``boxes`` [B, 4] = (top, left, height, width) in integer pixels and resize each crop to
-    ``size`` x ``size`` bilinearly: ``F.interpolate(crop, mode="bilinear", align_corners=False)``
-    per sample (source coordinates clamped to the crop, as a crop-then-resize does)."""
+    ``size`` x ``size`` as PIL's bilinear resize does (antialiased when shrinking): two batched
+    matrix products with per-sample resampling matrices (:func:`resampling_matrix`)."""
     b, c, h, w = x.shape
-    top, left, hh, ww = (boxes[:, i].to(x.dtype).view(b, 1) for i in range(4))
-    pos = torch.arange(size, device=x.device, dtype=x.dtype).view(1, size) + 0.5
-    ys = ((pos * hh / size) - 0.5).clamp(min=0)
-    xs = ((pos * ww / size) - 0.5).clamp(min=0)
-    y0 = ys.floor().clamp(max=hh - 1)
-    x0 = xs.floor().clamp(max=ww - 1)
-    wy, wx = (ys - y0).clamp(max=1), (xs - x0).clamp(max=1)
-    y1 = torch.minimum(y0 + 1, hh - 1)
-    x1 = torch.minimum(x0 + 1, ww - 1)
-    y0, y1, x0, x1 = y0 + top, y1 + top, x0 + left, x1 + left
-
-    def sample(yy: torch.Tensor, xx: torch.Tensor) -> torch.Tensor:
-        idx = (yy.long().view(b, size, 1) * w + xx.long().view(b, 1, size)).view(b, 1, size * size)
-        return x.flatten(2).gather(2, idx.expand(b, c, size * size)).view(b, c, size, size)
-
-    wy, wx = wy.view(b, 1, size, 1), wx.view(b, 1, 1, size)
-    top_row = sample(y0, x0) * (1 - wx) + sample(y0, x1) * wx
-    bottom_row = sample(y1, x0) * (1 - wx) + sample(y1, x1) * wx
-    return top_row * (1 - wy) + bottom_row * wy
+    rows = resampling_matrix(boxes[:, 0], boxes[:, 2], size, h).to(x.dtype)  # [B, size, H]
+    cols = resampling_matrix(boxes[:, 1], boxes[:, 3], size, w).to(x.dtype)  # [B, size, W]
+    out = torch.einsum("bsh,bchw->bcsw", rows, x)
+    return torch.einsum("bcsw,btw->bcst", out, cols)
 
 
 # ---- colour ----------------------------------------------------------------------------------
