@@ -312,7 +312,8 @@ class Trainer:
             return {"epoch": num_epochs, "checkpoint": str(self.run.checkpoint("last"))}
         if final is None:  # resumed a run that had already finished
             final = self.evaluate("test")
-        results = {**final, "split": "test", "checkpoint": self.run.checkpoint("last").name, "epoch": num_epochs, "best": self.best}
+        results = {**final, "split": "test", "checkpoint": self.run.checkpoint("last").name, "epoch": num_epochs,
+                   "best": self.best}
         rows = [(f"final epoch {num_epochs} (test)", final)]
         if self.best is not None and "test" in self.best:
             rows.append((f"best epoch {self.best['epoch']} (picked on {selection})", self.best["test"]))
@@ -327,8 +328,8 @@ class Trainer:
     def non_finite_hint(self) -> str:
         """What to say after a non-finite loss: the checkpoint to resume from if there is one,
         and the classes without training images if there are any."""
-        last = self.run.checkpoint("last")
-        hint = f"The last good checkpoint is {last}; " if last.is_file() else "No checkpoint was written yet; "
+        last = self.run.checkpoint("last") if self.run is not None else None
+        hint = f"The last good checkpoint is {last}; " if last and last.is_file() else "No checkpoint was written yet; "
         empty = [i for i, n in enumerate(self.data.cls_num_list) if n == 0]
         if empty:
             hint += (f"classes {empty[:20]} have no training image (data.allow_empty_classes=true), which "
