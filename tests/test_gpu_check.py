@@ -39,7 +39,7 @@ def test_a_recipe_is_stopped_cleanly_at_the_budget_and_says_so(tmp_path):
     gpu_check.recipe(check, "digits", [embedded, "train.epochs=500", "train.eval_every=1", "device=cpu"],
                      tmp_path / "run", min_s=1)
     result = json.loads((tmp_path / "gpu_check.json").read_text())["recipes"]["digits"]
-    assert not result["finished"] and result["exit_code"] == 130, result
+    assert not result["finished"] and result["exit_code"] in (130, -2), result  # SIGINT: caught, or during start-up
     assert result["wall_s"] < 60
     gpu_check.recipe(check, "late", [embedded], tmp_path / "late")  # no budget left: listed, not started
     assert "recipe late" in check.report["not_reached"] and not (tmp_path / "late").exists()
