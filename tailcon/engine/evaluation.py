@@ -66,10 +66,7 @@ def classify_dataset(method: Method, dataset, cfg: Mapping[str, Any], device: to
         labels.append(y)
     method.train(was_training)
     classes_t, labels_t = torch.cat(classes).cpu(), torch.cat(labels)
-    if D.is_distributed():
-        parts = D.all_gather_objects((classes_t, labels_t))
-        classes_t, labels_t = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
-    return classes_t, labels_t
+    return _from_all_ranks(classes_t, labels_t)
 
 
 @torch.no_grad()
@@ -91,10 +88,16 @@ def _classify_on_device(method: Method, dataset: ArrayDataset, cfg: Mapping[str,
             classes.append(method(x).argmax(dim=1))
     method.train(was_training)
     classes_t, labels_t = torch.cat(classes).cpu(), labels.cpu()
-    if D.is_distributed():
-        parts = D.all_gather_objects((classes_t, labels_t))
-        classes_t, labels_t = torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
-    return classes_t, labels_t
+    return _from_all_ranks(classes_t, labels_t)
+
+
+def _from_all_ranks(classes: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Under torchrun: every rank's share concatenated in rank order (each rank took every
+    world_size-th image); otherwise as given."""
+    if not D.is_distributed():
+        return classes, labels
+    parts = D.all_gather_objects((classes, labels))
+    return torch.cat([p for p, _ in parts]), torch.cat([y for _, y in parts])
 
 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides: tuple[str, ...] = (),

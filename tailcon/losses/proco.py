@@ -152,9 +152,14 @@ def proco_logits(z: torch.Tensor, ave: torch.Tensor, kappa: torch.Tensor, logc: 
     return _LogRatioC.apply(kt, logc.detach()[None, :], z.shape[1], log_ive)
 
 
+def gather_update_batches(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor):
+    """The estimator's inputs: both views detached and, under DDP, all-gathered, with the labels."""
+    return gather_no_grad(z1.detach()), gather_no_grad(z2.detach()), gather_no_grad(labels)
+
+
 def proco_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, logits_ce: torch.Tensor,
                cls_num_list: Counts, ave: torch.Tensor, amount: torch.Tensor, *, temperature: float, alpha: float,
-               log_ive: LogIve = miller_log_ive):
+               log_ive: LogIve = miller_log_ive, gathered=None):
     """One ProCo training objective (spec C.6), the estimator updated once per contrastive view.
 
     z1, z2: [B, D] normalised projections of the two contrastive views; labels: [B]; logits_ce:
@@ -164,14 +169,16 @@ def proco_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, logits_
 
     Returns ``(loss, loss_ce, loss_scl, logits1, logits2, states)``, ``states`` = [(ave, amount,
     kappa, logc) after the z1 update, the same after the z2 update]; loss = loss_ce + alpha * loss_scl.
+    ``gathered``: ``(z1_all, z2_all, labels_all)`` when the caller has all-gathered them already
+    (:func:`gather_update_batches`), so that a second estimator can reuse them.
     """
     feat_dim = z1.shape[1]
-    all_labels = gather_no_grad(labels)
+    z1_all, z2_all, all_labels = gathered if gathered is not None else gather_update_batches(z1, z2, labels)
     counts = torch.as_tensor(cls_num_list, dtype=torch.float64, device=logits_ce.device)
     log_prior = torch.log(counts / counts.sum())
     states, logits = [], []
-    for z in (z1, z2):
-        ave, amount = vmf_update(ave, amount, gather_no_grad(z.detach()), all_labels)
+    for z, z_all in ((z1, z1_all), (z2, z2_all)):
+        ave, amount = vmf_update(ave, amount, z_all, all_labels)
         kappa, logc = vmf_kappa(ave, feat_dim, log_ive)
         states.append((ave, amount, kappa, logc))
         logits.append(proco_logits(z, ave, kappa, logc, temperature, log_ive))
@@ -180,4 +187,5 @@ def proco_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, logits_
     return loss_ce + alpha * loss_scl, loss_ce, loss_scl, logits[0], logits[1], states
 
 
-__all__ = ["miller_log_ive", "exact_log_ive", "vmf_update", "vmf_kappa", "proco_logits", "proco_loss"]
+__all__ = ["miller_log_ive", "exact_log_ive", "vmf_update", "vmf_kappa", "proco_logits", "proco_loss",
+           "gather_update_batches"]

@@ -14,8 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import number
-from ..distributed import gather_no_grad
-from ..losses import exact_log_ive, miller_log_ive, proco_loss, vmf_update
+from ..losses.proco import exact_log_ive, gather_update_batches, miller_log_ive, proco_loss, vmf_update
 from ..models import ProjectionMLP
 from .base import Method, register
 
@@ -65,17 +64,17 @@ class ProCo(Method):
         logits = self.classifier(feats[:b])
         z1, z2 = self.head(feats[b:]).float().split(b)  # contrasted in fp32, as the estimator state
         log_ive = exact_log_ive if h["exact_bessel"] else miller_log_ive
+        gathered = gather_update_batches(z1, z2, labels)  # once per step, for both estimators
         loss, loss_ce, loss_scl, _, _, states = proco_loss(
             z1, z2, labels, logits.float(), self.cls_num, self.old_ave, self.old_amount,
-            temperature=float(h["temperature"]), alpha=float(h["alpha"]), log_ive=log_ive)
+            temperature=float(h["temperature"]), alpha=float(h["alpha"]), log_ive=log_ive, gathered=gathered)
         with torch.no_grad():
             ave, amount = states[-1][:2]
             self.old_ave.copy_(ave)
             self.old_amount.copy_(amount)
-            all_labels = gather_no_grad(labels)
             ave, amount = self.new_ave, self.new_amount
-            for z in (z1, z2):  # the new estimator sees the same two updates
-                ave, amount = vmf_update(ave, amount, gather_no_grad(z.detach()), all_labels)
+            for z_all in gathered[:2]:  # the new estimator sees the same two updates
+                ave, amount = vmf_update(ave, amount, z_all, gathered[2])
             self.new_ave.copy_(ave)
             self.new_amount.copy_(amount)
         return {"loss": loss, "loss_ce": loss_ce.detach(), "loss_scl": loss_scl.detach()}
