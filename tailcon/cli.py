@@ -1,4 +1,5 @@
-"""Command line: ``tailcon train | eval | bench | configs`` (``tailcon -h`` lists them all)."""
+"""Command line: ``tailcon train | eval | bench | compare | report | predict | configs | config``
+(``tailcon -h`` lists them all)."""
 
 from __future__ import annotations
 
@@ -139,11 +140,41 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _first_comment(p: Path) -> str:
+    first = p.read_text().splitlines()[:1]
+    return first[0].lstrip("# ") if first and first[0].startswith("#") else ""
+
+
 def cmd_configs(args: argparse.Namespace) -> int:
+    if args.root is None:  # the configs installed with tailcon, by the names `tailcon train` takes
+        root = C.shipped_config_dir()
+        for name in C.shipped_config_names():
+            print(f"{name:<32} {_first_comment(root / (name + '.yaml'))}")
+        return 0
     root = Path(args.root)
+    if not root.is_dir():
+        raise C.ConfigError(f"no such config folder: {root}")
     for p in sorted(root.rglob("*.yaml")):
-        first = p.read_text().splitlines()[:1]
-        print(f"{p}  {first[0].lstrip('# ') if first and first[0].startswith('#') else ''}")
+        print(f"{p}  {_first_comment(p)}")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from .engine.device import resolve_amp, resolve_device
+
+    path, overrides = _split_args(args.args)
+    if path is None:
+        raise C.ConfigError("tailcon config needs a CONFIG (a file or a shipped name such as cifar10_lt/bcl)")
+    cfg = C.resolve(path, overrides)
+    resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # as tailcon train checks before it starts
+    if args.sources:
+        from .config_sources import sources_table
+
+        print(sources_table(path, overrides))
+    else:
+        print(f"# tailcon config {' '.join(args.args)}: what RUN_DIR/config.yaml will hold"
+              + ("; run_dir null = runs/<date>-<name>" if cfg["run_dir"] is None else ""))
+        print(C.dump(cfg), end="")
     return 0
 
 
@@ -218,9 +249,18 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-model", action="store_true", help="only the figures from logs (no test-set pass)")
     rp.add_argument("--device", default=None)
     rp.set_defaults(func=cmd_report)
-    c = sub.add_parser("configs", help="list config files")
-    c.add_argument("root", nargs="?", default="configs")
+    c = sub.add_parser("configs", help="list the configs shipped with tailcon (or the YAML files under ROOT)",
+                       description="tailcon configs [ROOT]: without ROOT, the configs installed with tailcon by "
+                                   "name (tailcon train cifar10_lt/bcl takes the name), with each one's first line")
+    c.add_argument("root", nargs="?", default=None)
     c.set_defaults(func=cmd_configs)
+    cf = sub.add_parser("config", help="print the fully resolved config (what the run's config.yaml will hold)",
+                        description="tailcon config CONFIG [key=value ...] [--sources]: the config file or shipped "
+                                    "name with its _base_ chain, tailcon's defaults and the overrides, validated as "
+                                    "tailcon train validates it; --sources: each hyperparameter with its source")
+    cf.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+    cf.add_argument("--sources", action="store_true", help="a table of every hyperparameter and its source")
+    cf.set_defaults(func=cmd_config)
     return p
 
 
@@ -245,6 +285,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("tailcon: interrupted; resume with resume=RUN_DIR", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `tailcon configs | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

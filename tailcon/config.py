@@ -382,6 +382,33 @@ def config_name(path: str | os.PathLike) -> str:
     return f"{p.parent.name}-{p.stem}" if p.parent.name not in ("", ".", "configs") else p.stem
 
 
+def shipped_config_dir() -> Path:
+    """The configs installed with tailcon: ``<dataset>/<method>.yaml``."""
+    return Path(__file__).resolve().parent / "configs"
+
+
+def shipped_config_names() -> list[str]:
+    root = shipped_config_dir()
+    return sorted(str(p.relative_to(root).with_suffix("")) for p in root.rglob("*.yaml"))
+
+
+def locate(path: str | os.PathLike) -> Path:
+    """A config file: ``path`` itself when it exists, else the shipped config of that name
+    (``cifar10_lt/bcl``, ``cifar10_lt/bcl.yaml`` or ``configs/cifar10_lt/bcl.yaml`` from any
+    directory)."""
+    p = Path(path)
+    if p.is_file():
+        return p
+    name = p.as_posix()
+    name = name[:-5] if name.endswith(".yaml") else name
+    name = name[len("configs/"):] if name.startswith("configs/") else name
+    shipped = shipped_config_dir() / f"{name}.yaml"
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(f"config file not found: {path} (nor a shipped config named {name!r}"
+                      f"{_suggest(name, shipped_config_names())}; `tailcon configs` lists them)")
+
+
 def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
             extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """Defaults <- config file (with ``_base_``) <- ``extra`` <- ``key=value`` overrides.
@@ -390,6 +417,7 @@ def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
     """
     cfg = copy.deepcopy(DEFAULTS)
     if path is not None:
+        path = locate(path)
         file_cfg = load_yaml(path)
         check_keys(file_cfg, DEFAULTS, where="")
         cfg = merge(cfg, file_cfg)

@@ -19,6 +19,7 @@ from torchvision import transforms as T
 from torchvision.transforms.autoaugment import _apply_op
 
 from tailcon.data import batched_ops as B
+from tailcon.data import cifar10_policy as POLICY
 from tailcon.data.batched_augment import (BATCHED_RECIPES, OP, AutoAugment, BatchedView, ColorJitter, RandAugment,
                                           apply_op_slot, resized_crop_boxes)
 from tailcon.data.randaugment import OPS as PIL_RAND_OPS
@@ -285,3 +286,56 @@ def test_crops_of_a_padded_batch_read_only_their_own_image():
     out = B.resized_crop(padded, boxes, 16)
     torch.testing.assert_close(out[1], TF.resized_crop(small, 0, 0, 20, 30, [16, 16], antialias=True), atol=1e-5, rtol=0)
     torch.testing.assert_close(out[0], TF.resized_crop(big, 5, 4, 50, 40, [16, 16], antialias=True), atol=1e-5, rtol=0)
+
+
+# ---- CIFAR10Policy (ResCom / PaCo flavour of the CIFAR-10 AutoAugment policy) ------------------
+_POLICY_CASES = sorted({(name, index, sign) for sub in POLICY.SUB_POLICIES for name, _, index in sub
+                        for sign in ((1, -1) if name in POLICY.SIGNED else (1,))})
+
+
+@pytest.mark.parametrize("name,index,sign", _POLICY_CASES)
+def test_cifar10_policy_ops_close_to_the_pil_reference(name, index, sign):
+    P = POLICY
+    x8 = (images(1, seed=index)[0] * 200 + 20).round().byte()
+    m = sign * P.magnitude(name, index)
+    ref = TF.to_tensor(P.apply_op(TF.to_pil_image(x8), name, m))
+    arg = -m * 32 if name in ("TranslateX", "TranslateY") else m  # PIL moves the content by -t
+    out = apply_op_slot(x8.float().unsqueeze(0) / 255, torch.tensor([OP[name]]), torch.tensor([arg]),
+                        [128 / 255] * 3, bicubic_shear=True)[0]
+    geometric = name in ("Rotate", "ShearX", "ShearY", "TranslateX", "TranslateY")
+    # PIL resamples in fixed point with its own bicubic kernel and rounds every op to uint8
+    assert (out - ref).abs().mean() < (6 if geometric else 1.5) / 255, (name, index, sign)
+
+
+def test_cifar10_policy_rotates_one_way_shears_both_ways_and_solarize_bin0_is_identity():
+    from tailcon.data import cifar10_policy as P
+    from tailcon.data.batched_augment import CIFAR10Policy
+    p = CIFAR10Policy().draw(20000, torch.Generator().manual_seed(6), "cpu", 32, 32)
+    op, mag = p["op"].flatten(), p["mag"].flatten()
+    assert (mag[op == OP["Rotate"]] > 0).all()  # torchvision's policy: either way
+    for signed in ("ShearY", "TranslateX", "TranslateY", "Color", "Brightness"):
+        drawn = mag[(op == OP[signed]) & (mag != 0)]  # bin 0 has no sign to show
+        assert abs(float((drawn < 0).float().mean()) - 0.5) < 0.06, signed
+    assert float(mag[op == OP["TranslateY"]].abs().max()) == pytest.approx(150 / 331 * 32)
+    assert P.magnitude("Solarize", 0) == 256 and [P.magnitude("Posterize", i) for i in range(10)] == \
+        [8, 8, 7, 7, 6, 6, 5, 5, 4, 4]
+    x8 = (images(1)[0] * 255).round().byte()
+    x8[0, 0, 0] = 255
+    assert torch.equal(TF.pil_to_tensor(P.apply_op(TF.to_pil_image(x8), "Solarize", 256.0)), x8)
+    expected = torch.zeros(len(OP))
+    for sub in P.SUB_POLICIES:
+        for name, prob, _ in sub:
+            expected[OP[name]] += prob / len(P.SUB_POLICIES) / 2
+    expected[OP["Identity"]] = 1 - expected.sum()
+    assert (torch.bincount(op, minlength=len(OP)).float() / len(op) - expected).abs().max() < 0.01
+
+
+def test_pil_cifar10_policy_rotation_has_no_random_sign(monkeypatch):
+    from tailcon.data import cifar10_policy as P
+    monkeypatch.setattr(P, "SUB_POLICIES", ((("Rotate", 1.0, 9), ("Rotate", 0.0, 0)),))
+    img = TF.to_pil_image((images(1)[0] * 255).round().byte())
+    outs = set()
+    for seed in range(8):
+        random.seed(seed)
+        outs.add(TF.pil_to_tensor(P.CIFAR10Policy()(img)).numpy().tobytes())
+    assert outs == {TF.pil_to_tensor(img.rotate(30.0, fillcolor=P.FILL)).numpy().tobytes()}

@@ -17,6 +17,7 @@ import torch
 from torchvision import transforms as T
 
 from . import batched_ops as B
+from . import cifar10_policy as P
 from .transforms import ImageInfo
 
 Params = dict[str, torch.Tensor]
@@ -198,17 +199,22 @@ GEOMETRIC = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate")
 
 
 def apply_op_slot(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, fill: Sequence[float],
-                  bicubic: torch.Tensor | None = None) -> torch.Tensor:
+                  bicubic: torch.Tensor | None = None, bicubic_shear: bool = False) -> torch.Tensor:
     """Apply one operation per sample: ``op`` [B] indexes :data:`OP_NAMES`, ``mag`` [B] its
     argument in torchvision's AutoAugment units (shear: tan of the angle; translate: pixels,
     rotate: degrees counter-clockwise; enhance ops: factor - 1; posterize: bits kept;
-    solarize: threshold level; SolarizeAdd: levels added)."""
+    solarize: threshold level; SolarizeAdd: levels added).
+
+    Resampling: nearest and whole-pixel shifts (torchvision's AutoAugment); ``bicubic`` [B]:
+    bilinear or bicubic per sample, sub-pixel shifts (RandAugment); ``bicubic_shear``: shears
+    bicubic, the rest nearest, sub-pixel shifts (CIFAR10Policy)."""
     b, _, h, w = x.shape
     is_op = {name: op == OP[name] for name in OP_NAMES}
     zero = torch.zeros_like(mag)
     shear = torch.stack([torch.where(is_op["ShearX"], B.shear_degrees(mag), zero),
                          torch.where(is_op["ShearY"], B.shear_degrees(mag), zero)], 1)
-    shift = torch.trunc(mag) if bicubic is None else mag  # AutoAugment: int(magnitude) pixels
+    # torchvision's AutoAugment: int(magnitude) pixels
+    shift = torch.trunc(mag) if bicubic is None and not bicubic_shear else mag
     translate = torch.stack([torch.where(is_op["TranslateX"], shift, zero),
                              torch.where(is_op["TranslateY"], shift, zero)], 1)
     angle = torch.where(is_op["Rotate"], -mag, zero)  # F.rotate(img, a) inverts with -a
@@ -221,6 +227,9 @@ def apply_op_slot(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, fill: Se
         smooth = B.warp_affine(x, matrix, fill, mode="bilinear")
         cubic = B.warp_affine(x, matrix, fill, mode="bicubic").clamp(0, 1)
         warped = B.where_samples(bicubic, cubic, smooth)
+    elif bicubic_shear:
+        cubic = B.warp_affine(x, matrix, fill, mode="bicubic").clamp(0, 1)
+        warped = B.where_samples(sheared, cubic, warped)
     x = B.where_samples(geometric, warped, x)
     one = torch.ones_like(mag)
     for name, fn in (("Brightness", B.adjust_brightness), ("Color", B.adjust_saturation),
@@ -268,6 +277,43 @@ class AutoAugment(Step):
     def apply(self, x, p):
         for slot in range(2):
             x = apply_op_slot(x, p["op"][:, slot], p["mag"][:, slot], self.fill)
+        return x
+
+
+class CIFAR10Policy(Step):
+    """ResCom's / PaCo's "CIFAR10Policy" (:mod:`tailcon.data.cifar10_policy`, whose table and
+    magnitudes it reads), one sub-policy drawn per sample: one-direction rotation, bicubic
+    shears, sub-pixel translations, solarize from 256."""
+
+    def __init__(self):
+        self.fill = [v / 255 for v in P.FILL]
+
+    def tables(self, h: int, w: int, device) -> tuple[torch.Tensor, ...]:
+        ops, probs, mags, signed = [], [], [], []
+        for sub in P.SUB_POLICIES:
+            for name, prob, index in sub:
+                m = P.magnitude(name, index)
+                # PIL's translate reads the input at x + t (content moves by -t), apply_op_slot's moves
+                # it by +t: negated, the same signed draw moves the content the same way
+                m *= -w if name == "TranslateX" else -h if name == "TranslateY" else 1
+                ops.append(OP[name])
+                probs.append(prob)
+                mags.append(m)
+                signed.append(name in P.SIGNED)
+        shape = (len(P.SUB_POLICIES), 2)
+        return tuple(torch.tensor(v, device=device).view(shape) for v in (ops, probs, mags, signed))
+
+    def draw(self, n, g, device, h, w):
+        ops, probs, mags, signed = self.tables(h, w, device)
+        pid = torch.randint(0, len(ops), (n,), generator=g, device=device)
+        fire = torch.rand(n, 2, generator=g, device=device) < probs[pid]
+        negative = torch.rand(n, 2, generator=g, device=device) < 0.5
+        mag = torch.where(signed[pid] & negative, -mags[pid], mags[pid])
+        return {"op": torch.where(fire, ops[pid], torch.zeros_like(ops[pid])), "mag": mag}
+
+    def apply(self, x, p):
+        for slot in range(2):
+            x = apply_op_slot(x, p["op"][:, slot], p["mag"][:, slot], self.fill, bicubic_shear=True)
         return x
 
 
@@ -344,6 +390,7 @@ BATCHED_RECIPES: dict[str, Callable[[ImageInfo], list[Step]]] = {
     "crop": lambda i: _crop(i),
     "crop_flip_gray": lambda i: _crop(i) + [HFlip(), Grayscale(0.2)],
     "autoaug_cutout": lambda i: _crop(i) + [HFlip(), AutoAugment(), Cutout(16 if i.size >= 32 else max(1, i.size // 2))],
+    "policy_cutout": lambda i: _crop(i) + [HFlip(), CIFAR10Policy(), Cutout(16 if i.size >= 32 else max(1, i.size // 2))],
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False),
     "sim_blur": lambda i: _sim(i, (0.08, 1.0), blur=True),
     "sim_cifar": lambda i: _sim(i, (0.2, 1.0), blur=True),
@@ -400,4 +447,4 @@ def denormalize(x: torch.Tensor, info: ImageInfo) -> torch.Tensor:
 
 
 __all__ = ["BatchedView", "BATCHED_RECIPES", "Step", "resized_crop_boxes", "boxes_from_draws", "supports", "denormalize",
-           "AutoAugment", "RandAugment", "apply_op_slot"]
+           "AutoAugment", "CIFAR10Policy", "RandAugment", "apply_op_slot"]

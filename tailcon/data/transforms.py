@@ -14,6 +14,7 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision import transforms as T
 
+from .cifar10_policy import CIFAR10Policy
 from .randaugment import RandAugment
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 constants, used for CIFAR-100 too (spec 1.7)
@@ -102,6 +103,10 @@ RECIPES: dict[str, Callable[[ImageInfo], list]] = {
         T.RandomHorizontalFlip(),
         T.AutoAugment(T.AutoAugmentPolicy.CIFAR10, fill=[128, 128, 128]),
     ] + _finish(i, Cutout(16 if i.size >= 32 else max(1, i.size // 2))),
+    # ResCom / PaCo CIFAR view: the same with the released code's "CIFAR10Policy" flavour of the
+    # policy (one-direction rotation, bicubic shear, solarize from 256: tailcon.data.cifar10_policy)
+    "policy_cutout": lambda i: _crop(i) + [T.RandomHorizontalFlip(), CIFAR10Policy()]
+    + _finish(i, Cutout(16 if i.size >= 32 else max(1, i.size // 2))),
     # SimAugment (MoCo v2 / SupCon), ImageNet scale: RRC 0.08-1, flip, jitter p.8, gray .2, no blur
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False) + _finish(i),
     # SimAugment with blur p 0.5 (DSCL's stage-2 view, spec rescom-dscl B.7)

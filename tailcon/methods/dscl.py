@@ -20,7 +20,7 @@ from torchvision.ops import roi_align
 from ..config import integer, list_of, number, one_of
 from ..data.patches import PatchViews
 from ..losses import dscl_loss, pbsd_loss
-from ..memory import LabeledQueue, MomentumEncoder
+from ..memory import LabeledQueue, MomentumEncoder, shuffled_key_forward
 from ..models import feature_map
 from .base import Method, register
 from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
@@ -51,7 +51,8 @@ class DSCL(TwoStageMixin, Method):
     name = "dscl"
     rules = {"contrast_batch": one_of(("local", "global")), "weighted_beta": number(0), "queue_size": integer(1),
              "num_patches": integer(1), "patch_size": integer(1),
-             "roi_output_size": integer(1), "patch_scale": list_of(number(0, 1, lo_open=True))}
+             "roi_output_size": integer(1), "patch_scale": list_of(number(0, 1, lo_open=True)),
+             "shuffle_bn_groups": integer(1)}
     defaults = {
         "temperature": 0.07,
         "weighted_beta": 8.0,  # own-key target share 1/(1+beta) (the released script's value)
@@ -66,6 +67,9 @@ class DSCL(TwoStageMixin, Method):
         "patch_scale": [0.05, 0.6],
         "roi_output_size": 2,
         "contrast_batch": "local",  # under DDP: each process's q, k (+ the queue), as the authors; global: all
+        # moot with model.sync_bn (statistics global); see tailcon.memory.shuffle_bn
+        "shuffle_bn": True,  # keys' BN statistics from a random subset: across ranks (the authors) or sub-batches
+        "shuffle_bn_groups": 2,  # one process: BN sub-batches of the keys (the authors ran 2 GPUs)
         **TWO_STAGE_DEFAULTS,
         "linear_epochs": 40, "linear_lr": 10.0, "linear_batch_size": 2048, "linear_schedule": "step",
         "linear_milestones": [20, 30], "linear_view": "sim_blur", "linear_bn_train": True,
@@ -101,7 +105,10 @@ class DSCL(TwoStageMixin, Method):
         b, num_patches = patches.shape[:2]
         self.key_encoder.update(self.encoder)  # before the keys, as the authors do
         q, fmap = self.encoder.forward_with_map(query)
-        k = self.key_encoder(key)
+        if h["shuffle_bn"] and not self.cfg["model"]["sync_bn"]:
+            k = shuffled_key_forward(self.key_encoder, key, int(h["shuffle_bn_groups"]))
+        else:
+            k = self.key_encoder(key)
         # teacher: ROI-Align on the query's map (adaptive sampling, non-aligned), 2x2 averaged, projected
         image_index = torch.arange(b, device=boxes.device, dtype=boxes.dtype).repeat_interleave(num_patches)
         rois = torch.cat([image_index[:, None], boxes.reshape(-1, 4)], dim=1).to(fmap.dtype)

@@ -1,0 +1,70 @@
+"""Configs ship with the package: `tailcon configs` lists them from any directory, `tailcon train`
+and `tailcon config` take their names, and a non-editable wheel install carries them.
+`tailcon config` prints exactly what the run's config.yaml will hold."""
+
+import os
+import site
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tailcon import config as C
+from tailcon.cli import main
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_shipped_names_resolve_from_any_directory(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    for name in ("cifar10_lt/bcl", "cifar10_lt/bcl.yaml", "configs/cifar10_lt/bcl.yaml"):
+        cfg = C.resolve(name)
+        assert cfg["method"]["name"] == "bcl" and cfg["name"] == "cifar10_lt-bcl", name
+    assert main(["configs"]) == 0
+    listed = capsys.readouterr().out.splitlines()
+    assert any(line.startswith("cifar10_lt/bcl ") for line in listed) and len(listed) >= 60
+    assert main(["config", "cifar10_lt/bcll"]) == 2
+    assert "did you mean 'cifar10_lt/bcl'" in capsys.readouterr().err
+
+
+def test_config_prints_what_training_writes_to_config_yaml(tmp_path, capsys):
+    args = [str(REPO / "tailcon" / "configs" / "digits_lt.yaml"), f"run_dir={tmp_path / 'run'}", "train.epochs=1",
+            "train.progress=false", "device=cpu", "model.backbone=resnet8", "data.max_per_class=20"]
+    assert main(["config", *args]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("# tailcon config ")
+    assert main(["train", *args]) == 0
+    assert yaml.safe_load(printed) == yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
+
+
+def test_config_validates_as_train_does_and_lists_sources(capsys):
+    assert main(["config", "cifar10_lt/bcl", "optim.schedule=linear"]) == 2
+    assert "optim.schedule" in capsys.readouterr().err
+    assert main(["config", "cifar10_lt/bcl", "method.alpha=3.0", "--sources"]) == 0
+    table = capsys.readouterr().out
+    assert "| `method.alpha` | `3.0` | command line |" in table
+    assert "| `optim.lr` | `0.15` | [3P]" in table
+
+
+def test_a_wheel_install_carries_the_configs(tmp_path):
+    """Built and installed without -e, imported with the editable install out of the way."""
+    wheel_dir, target = tmp_path / "wheel", tmp_path / "site"
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(wheel_dir), str(REPO)],
+                           capture_output=True, text=True)
+    if build.returncode != 0 and "Could not find a version that satisfies" in build.stderr:
+        pytest.skip("no package index to fetch the build backend from")
+    assert build.returncode == 0, build.stderr
+    wheel = next(wheel_dir.glob("tailcon-*.whl"))
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True)
+    # -S: no site-packages .pth processing, so the editable checkout cannot shadow the wheel
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), *site.getsitepackages()])}
+    code = ("import tailcon, sys; from tailcon.cli import main; print(tailcon.__file__); "
+            "sys.exit(main(['configs']) or main(['config', 'cifar100_lt/rescom', '--sources']))")
+    run = subprocess.run([sys.executable, "-S", "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.splitlines()[0].startswith(str(target))
+    assert "cifar10_lt/rescom_constant_lr" in run.stdout and "imagenet_lt/dscl" in run.stdout
+    assert "| `method.k_neg` | `400` | [code]" in run.stdout
