@@ -46,7 +46,11 @@ def test_compare_trains_each_config_per_seed_and_tabulates_mean_and_std(tmp_path
         assert float(r["final_top1_mean"]) == pytest.approx(np.mean(tops), abs=1e-3)
         assert float(r["final_top1_std"]) == pytest.approx(np.std(tops, ddof=1), abs=1e-3)
         assert r["seeds"] == "0 1" and r["best_selected_on"] == "val"
+        eces = [json.loads((out / r["config"] / f"seed{s}" / "results.json").read_text())["ece"]["overall"]
+                for s in (0, 1)]
+        assert float(r["final_ece_mean"]) == pytest.approx(np.mean(eces), abs=1e-3)
     md = (out / "compare.md").read_text()
+    assert "| top-5 | ECE |" in md and "different training sets" not in md
     assert "±" in md and "picked on val" in md and "Final epoch" in md
     # a second call reads the finished runs back instead of training again
     monkeypatch.setattr("tailcon.engine.stages.train", lambda cfg: pytest.fail("retrained a finished run"))
@@ -81,14 +85,15 @@ def test_report_writes_figures_and_a_page(two_runs, tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, two_runs), "--out", str(out), "--tsne-points", "150"]) == 0
     page = (out / "report.md").read_text()
-    for name in ("per_class_accuracy.png", "shot_groups.png", "training_curves.png", "confusion_0.png",
-                 "confusion_1.png", "tsne_0.png", "tsne_1.png"):
+    for name in ("per_class_accuracy.png", "shot_groups.png", "training_curves.png", "reliability.png",
+                 "confusion_0.png", "confusion_1.png", "tsne_0.png", "tsne_1.png"):
         assert f"({name})" in page, name
         with Image.open(out / name) as im:
             assert im.size[0] > 300 and im.size[1] > 200
             pixels = np.asarray(im.convert("L"))
             assert pixels.std() > 5, f"{name} is blank"
     assert "| ce |" in page or "ce" in page
+    assert "| top-5 | ECE |" in page and "ECE per group" in page
 
 
 def test_load_predicts_like_the_evaluation(two_runs):

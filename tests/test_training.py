@@ -145,7 +145,7 @@ def test_device_pipeline_is_refused_with_a_reason_where_it_cannot_apply(tmp_path
 def test_the_checkpoint_picked_on_val_has_its_test_figures_and_evaluations_are_timed(tmp_path):
     res = train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=3", epochs=3))
     best = res["best"]
-    assert best["selected_on"] == "val" and set(best["test"]) == {"top1", "many", "medium", "few"}
+    assert best["selected_on"] == "val" and set(best["test"]) == {"top1", "many", "medium", "few", "top5", "ece"}
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert all(r["eval_time_s"] > 0 for r in records)
     assert records[best["epoch"] - 1]["test"] == best["test"], "the test figures of that very epoch"

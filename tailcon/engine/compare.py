@@ -11,18 +11,26 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 from .. import config as C
 from ..data import DataError
 from .logging import read_metrics
+from .manifest import read_manifest
 from .metrics import format_pct
 from .rundir import RunDir, RunDirError, atomic_write_text
 from .trainer import NonFiniteLossError
 
-METRICS = ("top1", "many", "medium", "few")
+METRICS = ("top1", "many", "medium", "few", "top5", "ece")
+
+
+def metric(m: Mapping[str, Any], name: str) -> Optional[float]:
+    """A figure of a results/metrics record; ``ece`` is the overall calibration error."""
+    value = m.get(name)
+    return value.get("overall") if isinstance(value, Mapping) else value
 
 
 @dataclass
@@ -118,16 +126,19 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
                                           "final": {m: [] for m in METRICS}, "best": {m: [] for m in METRICS},
                                           "best_epoch": [], "selected_on": set(), "epochs": res.get("epoch"),
                                           "minutes": [], "failed": []})
+        manifest = read_manifest(run.final_stage()) or {}
+        if manifest.get("data_fingerprint"):
+            row.setdefault("fingerprints", {})[spec.seed] = manifest["data_fingerprint"]["samples_sha256"]
         row["epochs"] = res.get("epoch")
         row["seeds"].append(spec.seed)
         for m in METRICS:
-            row["final"][m].append(res.get(m))
+            row["final"][m].append(metric(res, m))
         best = res.get("best") or {}
         if "test" in best:
             row["selected_on"].add(best.get("selected_on", "test"))
             row["best_epoch"].append(best.get("epoch"))
             for m in METRICS:
-                row["best"][m].append(best["test"].get(m))
+                row["best"][m].append(metric(best["test"], m))
         row["minutes"].append(_train_minutes(spec.run_dir))
     out = []
     for row in rows.values():
@@ -144,23 +155,46 @@ def _pm(ms: tuple[Optional[float], Optional[float]]) -> str:
     return format_pct(mean) if mean is None or std is None else f"{mean:.2f} ± {std:.2f}"
 
 
+def data_mismatch(rows: Sequence[dict[str, Any]]) -> Optional[str]:
+    """A warning when the runs of one table trained on different data (manifest fingerprints)."""
+    seen: dict[str, list[str]] = {}
+    for r in rows:
+        for seed, fp in r.get("fingerprints", {}).items():
+            seen.setdefault(fp, []).append(f"{r['name']} seed {seed}")
+    if len(seen) < 2:
+        return None
+    groups = "; ".join(f"{fp[:12]}: {', '.join(runs)}" for fp, runs in seen.items())
+    return (f"WARNING: these runs trained on {len(seen)} different training sets (data fingerprints in their "
+            f"manifest.json differ), so their figures are not comparable: {groups}")
+
+
+def _pm_recorded(ms: tuple[Optional[float], Optional[float]]) -> str:
+    """Top-5 and ECE: missing from runs made before they were recorded, not an empty group."""
+    return "-" if ms[0] is None else _pm(ms)
+
+
 def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
     n_seeds = max(len(r["seeds"]) for r in rows) if rows else 0
     test_selected = any("test" in r["selected_on"] for r in rows)
     best_label = "best epoch top-1 (picked on TEST: optimistic)" if test_selected else "best epoch top-1 (picked on val)"
     lines = [title] if title else []
+    mismatch = data_mismatch(rows)
+    if mismatch:
+        lines += [f"**{mismatch}**", ""]
     lines += [f"Final epoch on the test split, mean ± std (sample std) over the seeds run (up to {n_seeds}; "
               "a single seed shows no ±). Many > 100 / Medium 20-100 / Few < 20 training images; "
-              "'empty': no class in that group.", "",
-              f"| config | method | seeds | top-1 | Many | Medium | Few | {best_label} | train min/run |",
-              "|---|---|---|---|---|---|---|---|---|"]
+              "'empty': no class in that group; ECE: expected calibration error (15 bins), lower is better; "
+              "'-': not recorded by the run.", "",
+              f"| config | method | seeds | top-1 | Many | Medium | Few | top-5 | ECE | {best_label} | train min/run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -(r["final"]["top1"][0] or -1)):
         f = r["final"]
         if not r["seeds"]:
-            lines.append(f"| {r['name']} | {r['method']} | 0 | not run | | | | | |")
+            lines.append(f"| {r['name']} | {r['method']} | 0 | not run | | | | | | | |")
             continue
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | {_pm(f['top1'])} | {_pm(f['many'])} | "
-                     f"{_pm(f['medium'])} | {_pm(f['few'])} | {_pm(r['best']['top1'])} | {r['minutes']:.1f} |")
+                     f"{_pm(f['medium'])} | {_pm(f['few'])} | {_pm_recorded(f['top5'])} | {_pm_recorded(f['ece'])} | "
+                     f"{_pm(r['best']['top1'])} | {r['minutes']:.1f} |")
     failures = [f"- {r['name']}: {f}" for r in rows for f in r.get("failed", [])]
     if failures:
         lines += ["", "Runs without a result (not in the means above):", *failures]
@@ -207,5 +241,8 @@ def compare(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[st
     atomic_write_text(out / "compare.md", md)
     atomic_write_text(out / "compare.csv", to_csv(rows))
     print(md)
+    mismatch = data_mismatch(rows)
+    if mismatch:
+        print(f"tailcon compare: {mismatch}", file=sys.stderr)
     print(f"tailcon compare: wrote {out / 'compare.md'} and {out / 'compare.csv'}")
     return rows

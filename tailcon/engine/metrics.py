@@ -1,4 +1,4 @@
-"""Top-1 and Many / Medium / Few accuracy (spec 1.7)."""
+"""Top-1 and Many / Medium / Few accuracy (spec 1.7), top-5 accuracy and expected calibration error."""
 
 from __future__ import annotations
 
@@ -48,17 +48,65 @@ def shot_accuracy(preds: torch.Tensor, labels: torch.Tensor, train_counts: Seque
     return out
 
 
+ECE_BINS = 15  # equal-width confidence bins, the usual choice (Guo et al. 2017)
+
+
+def reliability(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per equal-width confidence bin: images, accuracy and mean confidence (None when empty)."""
+    conf = confidence.double().cpu()
+    hit = correct.double().cpu()
+    index = (conf * bins).long().clamp(0, bins - 1)  # a confidence of exactly 1 falls in the last bin
+    count = torch.bincount(index, minlength=bins).double()
+    acc = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, hit)
+    mean_conf = torch.zeros(bins, dtype=torch.float64).index_add_(0, index, conf)
+    nonempty = count > 0
+    return {"count": [int(c) for c in count],
+            "accuracy": [float(a / c) if n else None for a, c, n in zip(acc, count, nonempty)],
+            "confidence": [float(m / c) if n else None for m, c, n in zip(mean_conf, count, nonempty)]}
+
+
+def expected_calibration_error(confidence: torch.Tensor, correct: torch.Tensor, bins: int = ECE_BINS) -> Optional[float]:
+    """ECE in percent: sum over bins of |bin| / N x |accuracy - mean confidence|; None without images."""
+    if len(confidence) == 0:
+        return None
+    r = reliability(confidence, correct, bins)
+    n = sum(r["count"])
+    return 100 * sum(c / n * abs(a - m) for c, a, m in zip(r["count"], r["accuracy"], r["confidence"]) if c)
+
+
+def evaluation_metrics(pred, train_counts: Sequence[int]) -> dict[str, Any]:
+    """:func:`shot_accuracy` of ``pred`` (:class:`tailcon.engine.evaluation.Predictions`), plus
+    ``top5`` (percent; top-k accuracy with k = number of classes when there are fewer than 5) and
+    ``ece``: expected calibration error in percent (confidence = softmax probability of the
+    predicted class, 15 bins) over all images (``overall``) and over the images of each group's
+    classes (None for an empty group), and ``reliability``, the overall bins behind it."""
+    labels = pred.labels.long().cpu()
+    out = shot_accuracy(pred.classes, labels, train_counts)
+    correct = pred.classes.long().cpu() == labels
+    out["top5"] = float((pred.top.long().cpu() == labels[:, None]).any(dim=1).double().mean() * 100) if len(labels) else None
+    ece = {"overall": expected_calibration_error(pred.confidence, correct)}
+    for group, mask in shot_groups(train_counts).items():
+        in_group = torch.as_tensor(mask)[labels] if len(labels) else torch.zeros(0, dtype=torch.bool)
+        ece[group] = expected_calibration_error(pred.confidence[in_group], correct[in_group])
+    out["ece"] = ece
+    out["reliability"] = reliability(pred.confidence, correct)
+    return out
+
+
 def format_pct(value: Optional[float]) -> str:
     return "empty" if value is None else f"{value:.2f}"
 
 
 def format_report(rows: list[tuple[str, dict]], title: str = "") -> str:
     """A fixed-width table: one row per (label, metrics)."""
-    head = f"{'':32s} {'top1':>7s} {'many':>7s} {'medium':>7s} {'few':>7s}"
+    extra = [k for k in ("top5", "ece") if any(k in m for _, m in rows)]
+    head = f"{'':32s} {'top1':>7s} {'many':>7s} {'medium':>7s} {'few':>7s}" + "".join(f" {k:>7s}" for k in extra)
     lines = [title] if title else []
     lines.append(head)
     for label, m in rows:
-        lines.append(f"{label:32s} " + " ".join(f"{format_pct(m.get(k)):>7s}" for k in ("top1", "many", "medium", "few")))
+        values = [m.get(k) for k in ("top1", "many", "medium", "few")]
+        values += [(m.get("ece") or {}).get("overall") if k == "ece" else m.get(k) for k in extra]
+        lines.append(f"{label:32s} " + " ".join(f"{format_pct(v):>7s}" for v in values))
     if rows:
         m = rows[0][1]
         lines.append(f"{'(classes per group)':32s} {'':>7s} " + " ".join(

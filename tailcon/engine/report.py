@@ -1,7 +1,8 @@
 """``tailcon report RUN_DIR...``: figures and a Markdown page for one or more runs.
 
 Figures (PNG): per-class accuracy against per-class training count (log scale), Many / Medium /
-Few bars per run, training curves (losses, learning rate, accuracy), and, from the test set
+Few bars per run, training curves (losses, learning rate, accuracy), a reliability diagram
+(calibration), and, from the test set
 predicted again with each run's final checkpoint, a confusion matrix (at most 20 classes) and a
 2-D t-SNE of test features coloured by the class's head/tail group.
 """
@@ -147,6 +148,31 @@ def plot_shot_bars(runs, path: Path) -> None:
     plt.close(fig)
 
 
+def plot_reliability(runs, path: Path) -> None:
+    """Reliability diagram: accuracy against mean confidence per confidence bin of the final
+    epoch's test predictions (the diagonal is perfect calibration), ECE in the legend."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
+    for run, colour in zip(runs, _colours(len(runs))):
+        rel = run["results"].get("reliability")
+        if not rel:
+            continue
+        pts = [(c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None]
+        ece = (run["results"].get("ece") or {}).get("overall")
+        ax.plot([c for c, _ in pts], [a for _, a in pts], marker="o", ms=3, color=colour,
+                label=f"{run['label']} (ECE {format_pct(ece)})")
+    ax.set_xlabel("mean confidence (softmax probability of the prediction)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title("Reliability (final epoch, test split, 15 bins)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def plot_curves(runs, path: Path) -> None:
     plt = _plt()
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -270,6 +296,10 @@ def plot_embedding(pred: dict[str, Any], title: str, path: Path) -> None:
 
 
 # ---- the page ----------------------------------------------------------------------------------
+def _recorded(value: Optional[float]) -> str:
+    return "-" if value is None else format_pct(value)
+
+
 def _epochs(run: dict[str, Any]) -> str:
     """Epochs trained, per stage for a staged run (``400+10``: pre-training, then linear)."""
     per_stage: dict[int, int] = {}
@@ -287,14 +317,26 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     runs = [load_run(d) for d in run_dirs]
     for run, label in zip(runs, run_labels(runs)):
         run["label"] = label
-    lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few |", "|---|---|---|---|---|---|---|"]
+    lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few | top-5 | ECE |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         r = run["results"]
+        ece = r.get("ece") or {}
         lines.append(f"| {run['label']} | {run['method']} | {_epochs(run)} | {format_pct(r.get('top1'))} | "
-                     f"{format_pct(r.get('many'))} | {format_pct(r.get('medium'))} | {format_pct(r.get('few'))} |")
+                     f"{format_pct(r.get('many'))} | {format_pct(r.get('medium'))} | {format_pct(r.get('few'))} | "
+                     f"{_recorded(r.get('top5'))} | {_recorded(ece.get('overall'))} |")
+    if any(r["results"].get("ece") for r in runs):
+        lines += ["", "ECE per group (expected calibration error over the test images of each group's classes, %):",
+                  "", "| run | overall | Many | Medium | Few |", "|---|---|---|---|---|"]
+        for run in runs:
+            ece = run["results"].get("ece") or {}
+            lines.append(f"| {run['label']} | " + " | ".join(_recorded(ece.get(g)) if ece else "-"
+                                                             for g in ("overall", "many", "medium", "few")) + " |")
     figures = [("per_class_accuracy.png", "Per-class accuracy against training count", plot_per_class),
                ("shot_groups.png", "Many / Medium / Few", plot_shot_bars),
                ("training_curves.png", "Training curves", plot_curves)]
+    if any(r["results"].get("reliability") for r in runs):
+        figures.append(("reliability.png", "Reliability diagram", plot_reliability))
     for name, title, fn in figures:
         fn(runs, out / name)
         lines += ["", f"## {title}", "", f"![{title}]({name})"]

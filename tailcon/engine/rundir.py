@@ -32,7 +32,7 @@ from typing import Any, Optional
 import torch
 
 CONFIG, METRICS, TENSORBOARD, RESULTS = "config.yaml", "metrics.jsonl", "tb", "results.json"
-STAGES, FAILED, LOCK = "stages.json", "failed.txt", ".lock"
+STAGES, FAILED, LOCK, MANIFEST = "stages.json", "failed.txt", ".lock", "manifest.json"
 CHECKPOINTS = ("last", "best")
 
 
@@ -159,6 +159,10 @@ class RunDir:
     @property
     def results(self) -> Path:
         return self.path / RESULTS
+
+    @property
+    def manifest(self) -> Path:
+        return self.path / MANIFEST
 
     @property
     def failed(self) -> Path:

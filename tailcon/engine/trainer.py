@@ -24,11 +24,12 @@ from ..data.loaders import seed_everything
 from ..methods import build_method
 from ..models.sync_batchnorm import convert_sync_batchnorm
 from .device import autocast_context, resolve_amp, resolve_device
-from .evaluation import classify_dataset, show_progress
+from .evaluation import predict_dataset, show_progress
 from .host import tune_host_allocator
 from .logging import RunLogger
-from .metrics import format_report, shot_accuracy
+from .metrics import evaluation_metrics, format_report
 from .pipeline import build_train_loader, choose_pipeline
+from .manifest import finish_manifest, start_manifest
 from .rundir import RunDir, RunDirError, atomic_write_text, save_checkpoint
 from .schedule import lr_at_epoch, lr_at_position
 
@@ -222,8 +223,8 @@ class Trainer:
 
     def evaluate(self, split: str = "test") -> dict[str, Any]:
         dataset = {"test": self.data.test, "val": self.data.val}[split]
-        classes, labels = classify_dataset(self.method, dataset, self.cfg, self.device, desc=split, info=self.data.info)
-        return shot_accuracy(classes, labels, self.data.cls_num_list)
+        pred = predict_dataset(self.method, dataset, self.cfg, self.device, desc=split, info=self.data.info)
+        return evaluation_metrics(pred, self.data.cls_num_list)
 
     def log(self, *args, **kwargs) -> None:
         if self.is_main:
@@ -262,6 +263,8 @@ class Trainer:
         if self.is_main:  # one writer: rank 0 owns the run directory
             self.run.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run.config, C.dump(cfg))
+            start_manifest(self.run, device=self.device, world_size=self.world_size, train=self.data.train,
+                           cls_num_list=self.data.cls_num_list)
         logger = RunLogger(self.run.path, enabled=self.is_main)
         logger.truncate_after(self.start_epoch if self.pending is None else self.start_epoch - 1)
         selection = "val" if self.data.has_val else "test"
@@ -309,6 +312,8 @@ class Trainer:
         if not self.method.evaluates:
             self.log(f"tailcon: stage finished after {num_epochs} epochs ({self.run.checkpoint('last')}); "
                      "it has no trained classifier to evaluate")
+            if self.is_main:
+                finish_manifest(self.run)
             return {"epoch": num_epochs, "checkpoint": str(self.run.checkpoint("last"))}
         if final is None:  # resumed a run that had already finished
             final = self.evaluate("test")
@@ -323,6 +328,7 @@ class Trainer:
                      "the final-epoch row is the unbiased figure")
         if self.is_main:
             self.run.write_json(self.run.results, results)
+            finish_manifest(self.run)
         return results
 
     def non_finite_hint(self) -> str:
@@ -338,7 +344,7 @@ class Trainer:
 
 
 def _summary(m: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: m[k] for k in ("top1", "many", "medium", "few")}
+    return {k: m[k] for k in ("top1", "many", "medium", "few", "top5", "ece") if k in m}
 
 
 def _counts_summary(counts) -> str:
