@@ -130,6 +130,15 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from .export import export
+
+    out = export(args.path, args.format, out=args.out, which=args.checkpoint, force=args.force)
+    print(f"tailcon export: wrote {out} ({args.format}; input float [B, 3, S, S] in [0, 1] after the test "
+          "resize/crop, output logits; classes and preprocessing in its metadata)")
+    return 0
+
+
 def cmd_report(args: argparse.Namespace) -> int:
     from .engine.report import write_report
 
@@ -239,6 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--checkpoint", choices=("last", "best"), default="last")
     r.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     r.set_defaults(func=cmd_predict)
+    x = sub.add_parser("export", help="a standalone inference artifact: safetensors, TorchScript or ONNX",
+                       description="tailcon export RUN_DIR_OR_CHECKPOINT --format safetensors|torchscript|onnx "
+                                   "[--out FILE]: backbone + classifier + normalisation (no optimizer state), with "
+                                   "the classes and preprocessing in the file's metadata. Default FILE: "
+                                   "RUN_DIR/export/<checkpoint>.<format suffix>; an existing file is refused "
+                                   "unless --force. Needs pip install \"tailcon[export]\" for safetensors/onnx.")
+    x.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    x.add_argument("--format", required=True, choices=("safetensors", "torchscript", "onnx"))
+    x.add_argument("--out", default=None, metavar="FILE")
+    x.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    x.add_argument("--force", action="store_true", help="replace an existing FILE")
+    x.set_defaults(func=cmd_export)
     rp = sub.add_parser("report", help="PNG figures and a Markdown page for one or more runs",
                         description="tailcon report RUN_DIR... [--out DIR]: per-class accuracy vs training count, "
                                     "Many/Medium/Few bars, training curves, confusion matrix (<= 20 classes) and a "

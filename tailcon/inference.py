@@ -9,6 +9,7 @@ run's own test-time preprocessing; the logits are the method's test-time logits 
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any, Iterable, Sequence, Union
 
 import numpy as np
@@ -39,15 +40,24 @@ class Predictor:
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last"):
         from .methods import build_method
 
-        self.checkpoint = resolve_checkpoint(path, which)
-        ckpt = load_checkpoint(self.checkpoint)
+        if str(path).endswith(".safetensors"):  # an artifact of `tailcon export`
+            from .export import read_safetensors
+
+            self.checkpoint = Path(path)
+            exported, meta = read_safetensors(path)
+            ckpt = {"config": meta["config"], "image_info": meta["image_info"], "classes": meta["classes"],
+                    "num_classes": meta["num_classes"], "epoch": meta.get("epoch")}
+            self.model = _NormalizedInput(exported)
+        else:
+            self.checkpoint = resolve_checkpoint(path, which)
+            ckpt = load_checkpoint(self.checkpoint, for_inference=True)  # no optimizer state
+            # the weights, a linear stage's frozen backbone included, all come from this checkpoint
+            self.model = build_method(C.complete(ckpt["config"]), int(ckpt["num_classes"]), ckpt["cls_num_list"])
+            self.model.load_state_dict(ckpt["model"])
         self.config = cfg = C.complete(ckpt["config"])
         self.info = image_info(ckpt)
         self.classes = [str(c) for c in (ckpt.get("classes") or range(ckpt["num_classes"]))]
         self.max_image_pixels = cfg["data"]["max_image_pixels"]
-        # the weights, a linear stage's frozen backbone included, all come from this checkpoint
-        self.model = build_method(cfg, int(ckpt["num_classes"]), ckpt["cls_num_list"])
-        self.model.load_state_dict(ckpt["model"])
         self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model.to(self.device).eval()
         self.transform = build_eval_transform(self.info)
@@ -112,8 +122,20 @@ class Predictor:
                 f"{len(self.classes)} classes, {self.checkpoint}, epoch {self.epoch})")
 
 
+class _NormalizedInput(torch.nn.Module):
+    """An exported model fed the Predictor's already-normalised batches."""
+
+    def __init__(self, exported):
+        super().__init__()
+        self.exported = exported
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.exported.logits_of_normalized(x)
+
+
 def load(path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last") -> Predictor:
-    """Load a run directory or checkpoint for inference (see :class:`Predictor`)."""
+    """Load a run directory, a checkpoint or a ``tailcon export`` safetensors file for inference
+    (see :class:`Predictor`); the optimizer state of a checkpoint is never read."""
     return Predictor(path, device=device, which=which)
 
 

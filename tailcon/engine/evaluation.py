@@ -134,7 +134,7 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     or a checkpoint file: print the report, then write ``eval-<checkpoint>-<split>.json`` beside
     the checkpoint. The run's ``results.json`` is never touched."""
     ckpt_path = resolve_checkpoint(path, which)
-    ckpt = load_checkpoint(ckpt_path)
+    ckpt = load_checkpoint(ckpt_path, for_inference=True)
     over = C.parse_overrides(overrides)
     C.check_keys(over, C.DEFAULTS)
     cfg = C.validate(C.merge(C.complete(ckpt["config"]), over))

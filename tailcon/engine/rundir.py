@@ -27,7 +27,7 @@ import socket
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -67,6 +67,24 @@ def atomic_write_bytes(path: str | os.PathLike, write) -> None:
         raise
 
 
+def atomic_replace(path: str | os.PathLike, write_to: Callable[[Path], None]) -> None:
+    """:func:`atomic_write_bytes` for writers that take a file name (safetensors, ONNX,
+    TorchScript): ``write_to(tmp)`` fills a temporary path beside ``path``, which then replaces it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write_to(Path(tmp))
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, lambda f: f.write(text.encode("utf-8")))
 
@@ -84,12 +102,22 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     atomic_write_bytes(path, lambda f: torch.save(state, f))
 
 
-def load_checkpoint(path: str | os.PathLike, which: str = "last") -> dict[str, Any]:
+# what only resuming training needs: inference never reads it
+TRAINING_ONLY = ("optimizer", "scaler")
+
+
+def load_checkpoint(path: str | os.PathLike, which: str = "last", for_inference: bool = False) -> dict[str, Any]:
     """Load a checkpoint file, or a run directory's ``last.pt``/``best.pt`` (a staged run: its
     final stage's), with ``weights_only=True``: tensors and plain containers only, so a crafted
-    file cannot run code. A file that needs more is refused."""
+    file cannot run code. A file that needs more is refused.
+
+    ``for_inference``: the file is memory-mapped and the optimizer state left out, so it is never
+    read from disk (momentum buffers are as large as the model)."""
     path = resolve_checkpoint(path, which)
     try:
+        if for_inference:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            return {k: v for k, v in ckpt.items() if k not in TRAINING_ONLY}
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         why = [line.strip().split(" Please use")[0] for line in str(e).splitlines() if "Unsupported global" in line]

@@ -80,7 +80,7 @@ class TwoStageMixin:
             return
         from ..engine.rundir import load_checkpoint
 
-        state = load_checkpoint(self.hparams["init_from"])["model"]
+        state = load_checkpoint(self.hparams["init_from"], for_inference=True)["model"]
         missing = self.load_state_dict(state, strict=False).missing_keys
         if any(k.startswith("backbone.") for k in missing):
             raise ConfigError(f"{self.hparams['init_from']} has no backbone weights for this model: {missing[:3]}")

@@ -1,0 +1,189 @@
+"""``tailcon export RUN --format safetensors|torchscript|onnx``: a standalone inference artifact.
+
+The artifact is the backbone and the classifier (the method's test-time logits) with the
+normalisation built in: input float images [B, 3, S, S] in [0, 1], already resized and cropped
+as the run's test transform does (S = ``image_size``; photos: short side to ``resize``, centre
+crop S), output logits [B, C]. No optimizer state, no queues or momentum encoders. Metadata
+(classes, training counts, preprocessing, the run's config, tailcon's version) travels inside
+the file: safetensors metadata, a TorchScript extra file ``tailcon.json``, ONNX metadata_props
+``tailcon``.
+
+``tailcon.load(FILE.safetensors)`` and :func:`load_exported` read them back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from . import config as C
+from .engine.rundir import RunDir, atomic_replace, load_checkpoint, resolve_checkpoint, run_dir_of
+
+FORMATS = ("safetensors", "torchscript", "onnx")
+SUFFIX = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx"}
+ARTIFACT = "tailcon-inference/1"
+
+
+class ExportError(ValueError):
+    """The export cannot be made (a missing package, a file in the way); the message says why."""
+
+
+class InferenceModel(nn.Module):
+    """Backbone + classifier with the normalisation built in: [B, 3, S, S] in [0, 1] -> logits."""
+
+    def __init__(self, backbone: nn.Module, classifier: nn.Module, mean, std):
+        super().__init__()
+        self.backbone, self.classifier = backbone, classifier
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def logits_of_normalized(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.backbone(x))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.logits_of_normalized((images - self.mean) / self.std)
+
+
+def _build(meta: dict[str, Any]) -> InferenceModel:
+    from .models import build_backbone, build_classifier
+
+    m = C.complete(meta["config"])["model"]
+    backbone = build_backbone(m["backbone"])
+    classifier = build_classifier(m["classifier"], backbone.out_dim, int(meta["num_classes"]), float(m["cosine_scale"]))
+    info = meta["image_info"]
+    return InferenceModel(backbone, classifier, info["mean"], info["std"])
+
+
+def inference_model(ckpt: dict[str, Any]) -> tuple[InferenceModel, dict[str, Any]]:
+    """The artifact's model (eval mode, CPU) and metadata from a loaded checkpoint."""
+    from . import __version__
+    from .inference import image_info
+    from .methods import build_method
+
+    cfg = C.complete(ckpt["config"])
+    method = build_method(cfg, int(ckpt["num_classes"]), ckpt["cls_num_list"])
+    method.load_state_dict(ckpt["model"])
+    info = dataclasses.asdict(image_info(ckpt))
+    if not info["small"]:
+        info["resize"] = info["resize"] or int(round(info["size"] * 256 / 224))
+    meta = {"artifact": ARTIFACT, "tailcon": __version__, "method": cfg["method"]["name"],
+            "backbone": cfg["model"]["backbone"], "num_classes": int(ckpt["num_classes"]),
+            "classes": [str(c) for c in (ckpt.get("classes") or range(ckpt["num_classes"]))],
+            "cls_num_list": [int(n) for n in ckpt["cls_num_list"]], "image_info": info, "epoch": ckpt.get("epoch"),
+            "input": "float32 [B, 3, size, size] in [0, 1] (RGB), after the test resize/crop; output: logits [B, C]",
+            "config": C.plain(cfg)}
+    model = InferenceModel(method.backbone, method.classifier, info["mean"], info["std"]).eval()
+    return model, meta
+
+
+def _need(module: str, what: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ExportError(f"{what} needs the {module} package: pip install \"tailcon[export]\"") from None
+
+
+def export(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, which: str = "last",
+           force: bool = False) -> Path:
+    """Write the artifact of a run directory or checkpoint; returns its path. The default ``out``
+    is ``RUN_DIR/export/<checkpoint><suffix>``; an existing file is refused unless ``force``."""
+    if fmt not in FORMATS:
+        raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
+    ckpt_path = resolve_checkpoint(path, which)
+    target = Path(out) if out else RunDir(run_dir_of(ckpt_path)).path / "export" / f"{ckpt_path.stem}{SUFFIX[fmt]}"
+    if target.exists() and not force:
+        raise ExportError(f"{target} exists; nothing was written (--force replaces it, or give --out)")
+    model, meta = inference_model(load_checkpoint(ckpt_path, for_inference=True))
+    meta["source_checkpoint"] = str(ckpt_path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    WRITERS[fmt](model, meta, target)
+    return target
+
+
+def _write_safetensors(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
+    st = _need("safetensors.torch", "--format safetensors")
+    tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_replace(target, lambda tmp: st.save_file(tensors, str(tmp), metadata={"tailcon": json.dumps(meta)}))
+
+
+def _example(meta: dict[str, Any]) -> torch.Tensor:
+    size = int(meta["image_info"]["size"])
+    return torch.rand(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+
+
+def _write_torchscript(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
+    with warnings.catch_warnings():  # newer torch marks TorchScript as deprecated; the format still loads
+        warnings.simplefilter("ignore")
+        traced = torch.jit.trace(model, _example(meta))
+        atomic_replace(target, lambda tmp: torch.jit.save(traced, str(tmp),
+                                                          _extra_files={"tailcon.json": json.dumps(meta)}))
+
+
+def _write_onnx(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
+    onnx = _need("onnx", "--format onnx")
+
+    def write(tmp: Path) -> None:
+        x = _example(meta)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            try:  # the torch.export-based exporter when onnxscript is there, else the TorchScript one
+                import onnxscript  # noqa: F401
+
+                torch.onnx.export(model, (x,), str(tmp), dynamo=True, input_names=["images"],
+                                  output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+            except ImportError:
+                torch.onnx.export(model, (x,), str(tmp), dynamo=False, input_names=["images"],
+                                  output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+        proto = onnx.load(str(tmp))
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = "tailcon", json.dumps(meta)
+        onnx.save(proto, str(tmp))
+
+    atomic_replace(target, write)
+
+
+WRITERS: dict[str, Callable[[InferenceModel, dict[str, Any], Path], None]] = {
+    "safetensors": _write_safetensors, "torchscript": _write_torchscript, "onnx": _write_onnx}
+
+
+def read_safetensors(path: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
+    """The model (eval mode, CPU) and metadata of a safetensors artifact."""
+    st = _need("safetensors", "reading a .safetensors artifact")
+    with st.safe_open(str(path), framework="pt") as f:
+        raw = (f.metadata() or {}).get("tailcon")
+        if raw is None:
+            raise ExportError(f"{path} is not a tailcon export (no 'tailcon' metadata)")
+        meta = json.loads(raw)
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    model = _build(meta)
+    model.load_state_dict(tensors)
+    return model.eval(), meta
+
+
+def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
+    """Any of the three artifacts as ``(fn, metadata)``: ``fn(images [B, 3, S, S] in [0, 1])``
+    -> logits [B, C] (CPU)."""
+    path = Path(path)
+    if path.name.endswith(SUFFIX["safetensors"]):
+        model, meta = read_safetensors(path)
+        return lambda x: model(x), meta
+    if path.name.endswith(SUFFIX["onnx"]):
+        onnx, ort = _need("onnx", "reading an ONNX artifact"), _need("onnxruntime", "running an ONNX artifact")
+        meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["tailcon"])
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        name = session.get_inputs()[0].name
+        return lambda x: torch.from_numpy(session.run(None, {name: x.float().numpy()})[0]), meta
+    extra = {"tailcon.json": ""}
+    with warnings.catch_warnings():  # deprecated in newer torch, still the way to read TorchScript
+        warnings.simplefilter("ignore", FutureWarning)
+        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
+    return lambda x: module(x), json.loads(extra["tailcon.json"])
