@@ -84,7 +84,7 @@ DEFAULTS: dict[str, Any] = {
         "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch
     },
     "optim": {
-        "name": "sgd",
+        "name": "sgd",  # sgd | adamw | lars (tailcon.engine.optim)
         "lr": 0.1,
         "momentum": 0.9,
         "nesterov": False,
@@ -97,6 +97,9 @@ DEFAULTS: dict[str, Any] = {
         "gamma": 0.1,
         "min_lr_ratio": 0.0,  # cosine_end: final lr = lr * min_lr_ratio
         "per_iteration": False,  # True: warm-up and cosine set every step from the fractional epoch (DSCL's code)
+        "betas": [0.9, 0.999],  # adamw
+        "eps": 1.0e-8,  # adamw
+        "trust_coefficient": 0.001,  # lars: eta in eta * ||w|| / ||g + wd w||
     },
     "train": {
         "epochs": 200,
@@ -340,7 +343,10 @@ VALUE_RULES: dict[str, Rule] = {
     "model.backbone": one_of(_lazy(".models", "BACKBONES")),
     "model.classifier": one_of(("linear", "cosine")),
     "model.cosine_scale": number(0, lo_open=True),
-    "optim.name": one_of(("sgd",)),
+    "optim.name": one_of(("sgd", "adamw", "lars")),
+    "optim.betas": list_of(number(0, 1, hi_open=True)),
+    "optim.eps": number(0, lo_open=True),
+    "optim.trust_coefficient": number(0, lo_open=True),
     "optim.lr": number(0),
     "optim.momentum": number(0, 1),
     "optim.weight_decay": number(0),

@@ -28,6 +28,7 @@ from .evaluation import predict_dataset, show_progress
 from .host import tune_host_allocator
 from .logging import RunLogger
 from .metrics import evaluation_metrics, format_report
+from .optim import build_optimizer
 from .pipeline import build_train_loader, choose_pipeline
 from .manifest import finish_manifest, start_manifest
 from .rundir import RunDir, RunDirError, atomic_write_text, save_checkpoint
@@ -97,9 +98,7 @@ class Trainer:
                           device_ids=[self.device.index] if self.device.type == "cuda" else None,
                           broadcast_buffers=False, find_unused_parameters=self.method.has_unused_parameters)
             self.step_fn = lambda views, labels, **extra: ddp(views, labels, extra)
-        o = cfg["optim"]
-        self.optimizer = torch.optim.SGD(self.method.parameters(), lr=float(o["lr"]), momentum=float(o["momentum"]),
-                                         nesterov=bool(o["nesterov"]), weight_decay=float(o["weight_decay"]))
+        self.optimizer = build_optimizer(self.method, cfg["optim"])
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp == "fp16"))
         paired = self.method.paired_batch()  # e.g. Hybrid's class-balanced CE batch, drawn alongside
         self.pipeline = choose_pipeline(cfg["data"]["pipeline"], self.method, self.data, self.device,

@@ -33,7 +33,8 @@ def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tupl
     h = {**defaults, **cfg["method"]}
     if h["stage"] != "both":
         return []
-    optim: dict[str, Any] = {"lr": h["linear_lr"], "warmup_epochs": 0, "schedule": h["linear_schedule"],
+    # the classifier stage is plain SGD whatever pre-trained the backbone (LARS, AdamW)
+    optim: dict[str, Any] = {"name": "sgd", "lr": h["linear_lr"], "warmup_epochs": 0, "schedule": h["linear_schedule"],
                              "weight_decay": h["linear_weight_decay"]}
     if h["linear_milestones"]:
         optim["milestones"] = list(h["linear_milestones"])
