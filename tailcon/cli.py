@@ -70,7 +70,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
                              imagenet_c=args.imagenet_c, device=args.device)
         return 0
 
-    evaluate_checkpoint(args.path, split=args.split, overrides=tuple(args.overrides), which=args.checkpoint)
+    tau = args.tau_norm
+    if tau is not None and tau != "auto":
+        try:
+            tau = float(tau)
+        except ValueError:
+            raise C.ConfigError(f"--tau-norm takes a number or 'auto', got {tau!r}") from None
+    evaluate_checkpoint(args.path, split=args.split, overrides=tuple(args.overrides), which=args.checkpoint,
+                        tau_norm=tau)
     return 0
 
 
@@ -215,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all)")
     e.add_argument("--imagenet-c", default=None, metavar="ROOT", help="ImageNet-C folder for file datasets")
     e.add_argument("--device", default=None)
+    e.add_argument("--tau-norm", default=None, metavar="TAU|auto",
+                   help="also evaluate the linear classifier tau-normalised (weights / ||w||^tau, no bias); auto: the "
+                        "tau in 0..2 (step 0.1) with the best val top-1 (test, labelled optimistic, without a val "
+                        "split); writes eval-<checkpoint>-<split>-taunorm.json")
     e.set_defaults(func=cmd_eval)
     b = sub.add_parser("bench", help="training images/s and peak memory of a config, and the same step through "
                                      "the reference per-image PIL pipeline",

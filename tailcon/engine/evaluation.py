@@ -128,11 +128,63 @@ def _from_all_ranks(p: Predictions) -> Predictions:
     return Predictions(*(torch.cat([q[i] for q in parts]) for i in range(3)), feats)
 
 
+TAU_GRID = tuple(round(0.1 * i, 1) for i in range(21))  # tau-normalisation search: 0, 0.1, ..., 2
+
+
+def tau_normalized_logits(features: torch.Tensor, classifier: torch.nn.Module, tau: float) -> torch.Tensor:
+    """Logits [N, C] of ``features`` [N, F] with each class's weight vector divided by its norm
+    to the power ``tau`` (Kang et al. 2020): tau = 0 is the trained classifier without its bias,
+    tau = 1 gives every class the same weight norm. The bias is dropped: it would bring back the
+    head-class offset that the rescaling removes."""
+    w = classifier.weight.detach().float().cpu()
+    w = w / w.norm(dim=1, keepdim=True).clamp_min(1e-12).pow(tau)
+    return features.float().cpu() @ w.t()
+
+
+def _from_logits(logits: torch.Tensor, labels: torch.Tensor) -> Predictions:
+    top = logits.topk(min(TOP_K, logits.shape[1]), dim=1).indices
+    return Predictions(top, logits.softmax(dim=1).gather(1, top[:, :1]).squeeze(1), labels)
+
+
+def _tau_norm(method: Method, data, cfg, device, split: str, tau_norm: str | float, counts) -> tuple[dict, dict]:
+    """(metrics of the tau-normalised classifier on ``split``, what was chosen and how)."""
+    if not isinstance(method.classifier, torch.nn.Linear):
+        raise C.ConfigError("--tau-norm rescales the weight norms of a linear classifier; this run's classifier is "
+                            f"{type(method.classifier).__name__} (model.classifier={cfg['model']['classifier']}), "
+                            "whose class vectors are normalised already")
+    feats = {}
+
+    def features(which: str) -> Predictions:
+        if which not in feats:
+            dataset = data.val if which == "val" else data.test
+            dataset.transform = build_eval_transform(data.info)
+            feats[which] = predict_dataset(method, dataset, cfg, device, desc=which, info=data.info, keep_features=True)
+        return feats[which]
+
+    if tau_norm == "auto":
+        on = "val" if data.val is not None else "test"
+        pred = features(on)
+        grid = {tau: float((tau_normalized_logits(pred.features, method.classifier, tau).argmax(1) == pred.labels)
+                           .double().mean() * 100) for tau in TAU_GRID}
+        tau = max(grid, key=lambda t: (grid[t], -t))  # the smallest tau among the best
+        chosen = {"tau": tau, "selected_on": on, "grid_top1": {str(t): v for t, v in grid.items()}}
+    else:
+        tau = float(tau_norm)
+        chosen = {"tau": tau, "selected_on": "given"}
+    pred = features(split)
+    logits = tau_normalized_logits(pred.features, method.classifier, tau)
+    return evaluation_metrics(_from_logits(logits, pred.labels), counts), chosen
+
+
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides: tuple[str, ...] = (),
-                        which: str = "last") -> dict[str, Any]:
+                        which: str = "last", tau_norm: str | float | None = None) -> dict[str, Any]:
     """Evaluate a run directory (its ``last.pt`` or ``best.pt``; a staged run: its final stage)
     or a checkpoint file: print the report, then write ``eval-<checkpoint>-<split>.json`` beside
-    the checkpoint. The run's ``results.json`` is never touched."""
+    the checkpoint. The run's ``results.json`` is never touched.
+
+    ``tau_norm``: also evaluate the classifier tau-normalised (a number, or ``"auto"``: the tau of
+    :data:`TAU_GRID` with the best top-1 on the validation split, or on the test split, labelled
+    so, when there is none); written to ``eval-<checkpoint>-<split>-taunorm.json``."""
     ckpt_path = resolve_checkpoint(path, which)
     ckpt = load_checkpoint(ckpt_path, for_inference=True)
     over = C.parse_overrides(overrides)
@@ -149,8 +201,17 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     dataset = data.val if split == "val" else data.test
     dataset.transform = build_eval_transform(data.info)
     m = evaluation_metrics(predict_dataset(method, dataset, cfg, device, desc=split, info=data.info), counts)
-    print(format_report([(f"{ckpt_path.name} epoch {ckpt['epoch']} ({split})", m)],
-                        title=f"{ckpt_path}: {split} split, {m['num_images']} images"))
+    rows = [(f"{ckpt_path.name} epoch {ckpt['epoch']} ({split})", m)]
+    if tau_norm is not None:
+        tm, chosen = _tau_norm(method, data, cfg, device, split, tau_norm, counts)
+        rows.append((f"tau-normalised, tau={chosen['tau']:g}", tm))
+    print(format_report(rows, title=f"{ckpt_path}: {split} split, {m['num_images']} images"))
+    if tau_norm is not None:
+        if chosen["selected_on"] == "test":
+            print("note: tau was picked on the TEST split (the dataset has no validation split): the tau-normalised "
+                  "row is optimistic")
+        elif chosen["selected_on"] == "val":
+            print(f"tau={chosen['tau']:g} picked on the validation split (top-1 {chosen['grid_top1'][str(chosen['tau'])]:.2f})")
     best = ckpt.get("best")
     if best and best.get("selected_on") == "test":
         print("note: best.pt of this run was selected on the test split (the dataset has no validation split)")
@@ -158,4 +219,9 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     out = RunDir(ckpt_path.parent).eval_file(ckpt_path, split)
     write_shown_figures(out, results)
     print(f"tailcon eval: wrote {out}")
+    if tau_norm is not None:
+        tau_out = RunDir(ckpt_path.parent).eval_file(ckpt_path, split, variant="taunorm")
+        write_shown_figures(tau_out, {**tm, "split": split, "checkpoint": ckpt_path.name, "epoch": ckpt["epoch"],
+                                      "tau_norm": chosen})
+        print(f"tailcon eval: wrote {tau_out}")
     return results

@@ -199,9 +199,10 @@ class RunDir:
     def checkpoint(self, which: str = "last") -> Path:
         return self.path / f"{which}.pt"
 
-    def eval_file(self, checkpoint: str | os.PathLike, split: str) -> Path:
-        """Where ``tailcon eval`` writes its figures for a checkpoint of this directory."""
-        return self.path / f"eval-{Path(checkpoint).stem}-{split}.json"
+    def eval_file(self, checkpoint: str | os.PathLike, split: str, variant: str = "") -> Path:
+        """Where ``tailcon eval`` writes its figures for a checkpoint of this directory
+        (``variant``: e.g. ``taunorm`` for the tau-normalised classifier)."""
+        return self.path / f"eval-{Path(checkpoint).stem}-{split}{'-' + variant if variant else ''}.json"
 
     def corruptions_file(self, checkpoint: str | os.PathLike) -> Path:
         return self.path / f"corruptions-{Path(checkpoint).stem}.json"

@@ -57,6 +57,25 @@ def class_balanced_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, wei
     return F.cross_entropy(logits, labels, weight=weights.to(device=logits.device, dtype=logits.dtype))
 
 
+def ldam_margins(cls_num_list: Counts, max_margin: float = 0.5) -> torch.Tensor:
+    """LDAM's per-class margins (Cao et al. 2019): m_c proportional to n_c^(-1/4), the largest
+    (rarest class) equal to ``max_margin``. float64 [C]."""
+    m = torch.as_tensor(cls_num_list).to(torch.float64).pow(-0.25)
+    return m * (max_margin / m.max())
+
+
+def ldam_loss(logits: torch.Tensor, labels: torch.Tensor, margins: torch.Tensor, scale: float,
+              weights: torch.Tensor | None = None) -> torch.Tensor:
+    """LDAM loss on the logits of a cosine classifier ``s * cos`` (logits [B, C], labels [B]):
+    weighted CE of ``s * (cos - m_y)`` at the true class, i.e. the true-class logit lowered by
+    ``scale * margins[y]`` (margins [C] from :func:`ldam_margins`, in cosine units). ``weights``
+    [C]: DRW's class weights (PyTorch's weighted mean), None: unweighted."""
+    shift = (scale * margins.to(device=logits.device, dtype=logits.dtype))[labels]
+    adjusted = logits - F.one_hot(labels, logits.shape[1]).to(logits.dtype) * shift[:, None]
+    w = None if weights is None else weights.to(device=logits.device, dtype=logits.dtype)
+    return F.cross_entropy(adjusted, labels, weight=w)
+
+
 class _WithCounts(nn.Module):
     """Keeps the class counts as a buffer, so they follow the module's device (no per-step copy)."""
 
@@ -86,6 +105,25 @@ class ClassBalancedCrossEntropy(nn.Module):
 
     def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return class_balanced_cross_entropy(logits, labels, self.weights)
+
+
+class LDAMLoss(nn.Module):
+    """:func:`ldam_loss` with deferred re-weighting: ``weights`` start uniform and
+    :meth:`set_reweighting` switches them to effective-number weights (DRW)."""
+
+    def __init__(self, cls_num_list: Counts, max_margin: float = 0.5, scale: float = 30.0):
+        super().__init__()
+        self.scale = scale
+        self.register_buffer("margins", ldam_margins(cls_num_list, max_margin), persistent=False)
+        self.register_buffer("cls_num", torch.as_tensor(cls_num_list, dtype=torch.float64), persistent=False)
+        self.register_buffer("weights", torch.ones(len(self.cls_num), dtype=torch.float64), persistent=False)
+
+    def set_reweighting(self, beta: float) -> None:
+        """Effective-number weights with ``beta`` (0: uniform), in place on the buffer's device."""
+        self.weights.copy_(class_balanced_weights(self.cls_num.cpu(), beta))
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return ldam_loss(logits, labels, self.margins, self.scale, self.weights)
 
 
 class CrossEntropy(nn.Module):

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import torch
 
-from ..config import number
-from ..losses import (BalancedSoftmaxLoss, ClassBalancedCrossEntropy, CrossEntropy,
+from ..config import ConfigError, integer, number
+from ..losses import (BalancedSoftmaxLoss, ClassBalancedCrossEntropy, CrossEntropy, LDAMLoss,
                       LogitAdjustedCrossEntropy)
 from .base import Method, register
 
@@ -63,3 +63,24 @@ class ClassBalanced(_ClassifierMethod):
 
     def build_loss(self):
         return ClassBalancedCrossEntropy(self.cls_num, float(self.hparams["beta"]))
+
+
+@register
+class LDAMDRW(_ClassifierMethod):
+    """LDAM loss with deferred re-weighting (Cao et al. 2019): label-distribution-aware margins
+    m_c ~ n_c^(-1/4) on a cosine classifier (``model.classifier=cosine``; its scale is LDAM's s),
+    uniform class weights until ``drw_epoch`` (0-based), effective-number weights with
+    ``drw_beta`` from then on. Test time: the cosine logits, no margin."""
+    name = "ldam_drw"
+    rules = {"max_margin": number(0), "drw_epoch": integer(0), "drw_beta": number(0, 1, hi_open=True)}
+    defaults = {"max_margin": 0.5, "drw_epoch": 160, "drw_beta": 0.9999}
+
+    def build_loss(self):
+        if self.cfg["model"]["classifier"] != "cosine":
+            raise ConfigError("method ldam_drw needs model.classifier=cosine: LDAM's margins are in cosine units "
+                              "(its normalised classifier; model.cosine_scale is its s)")
+        return LDAMLoss(self.cls_num.tolist(), float(self.hparams["max_margin"]), float(self.cfg["model"]["cosine_scale"]))
+
+    def on_epoch_start(self, epoch: int, num_epochs: int) -> None:
+        # set every epoch (not only at the switch): a resumed run gets the right weights too
+        self.criterion.set_reweighting(float(self.hparams["drw_beta"]) if epoch >= int(self.hparams["drw_epoch"]) else 0.0)
