@@ -81,6 +81,9 @@ DEFAULTS: dict[str, Any] = {
         "classifier": "linear",  # linear | cosine
         "cosine_scale": 30.0,
         "zero_init_residual": False,
+        # a weights file (torchvision/timm .pth or .safetensors) or tailcon run for the backbone; fresh runs only
+        "pretrained": None,
+        "require_pretrained": False,  # True: refuse to train without model.pretrained (e.g. the Places-LT protocol)
         "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch
     },
     "optim": {
@@ -119,6 +122,7 @@ DEFAULTS: dict[str, Any] = {
 # Values whose default is None but whose type is still known, for the type check.
 _TYPES: dict[str, tuple[type, ...]] = {
     "data.root": (str,),
+    "model.pretrained": (str,),
     "data.max_per_class": (int,),
     "data.num_classes": (int,),
     "data.image_size": (int,),
@@ -312,6 +316,12 @@ def _device(v):
     return None if re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", str(v)) else "auto, cpu, cuda, cuda:N or mps"
 
 
+def _backbone(v):
+    from .models import check_backbone  # timm names are looked up in timm, only when one is given
+
+    return check_backbone(v)
+
+
 def _lazy(module: str, name: str) -> Callable[[], Iterable[str]]:
     def get_names():
         import importlib
@@ -340,7 +350,7 @@ VALUE_RULES: dict[str, Rule] = {
     "data.pipeline": one_of(("auto", "device", "reference")),
     "data.num_workers": integer(0),
     "data.sampler": one_of(_lazy(".data.samplers", "SAMPLERS")),
-    "model.backbone": one_of(_lazy(".models", "BACKBONES")),
+    "model.backbone": lambda v: _backbone(v),
     "model.classifier": one_of(("linear", "cosine")),
     "model.cosine_scale": number(0, lo_open=True),
     "optim.name": one_of(("sgd", "adamw", "lars")),

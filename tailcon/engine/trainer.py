@@ -73,7 +73,13 @@ class Trainer:
         self.data = build_data(cfg)
         if resume_from is not None:
             check_same_data(resume_from, self.data)
-        self.method = build_method(cfg, self.data.num_classes, self.data.cls_num_list)
+        m = cfg["model"]
+        if resume_from is None and m["require_pretrained"] and not m["pretrained"]:
+            raise C.ConfigError(f"this config trains from pre-trained weights (model.require_pretrained=true): give "
+                                f"model.pretrained=PATH, a {m['backbone']} weights file (torchvision/timm .pth or "
+                                ".safetensors) or a tailcon run")
+        self.method = build_method(cfg, self.data.num_classes, self.data.cls_num_list,
+                                   load_pretrained=resume_from is None)
         info = self.data.info
         eval_tf = build_eval_transform(info)
         self.data.test.transform = eval_tf

@@ -7,6 +7,7 @@ augmented views it needs, and turns one batch of views into a dict of losses. Th
 
 from __future__ import annotations
 
+import contextvars
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
@@ -16,7 +17,7 @@ from ..config import (VALUE_RULES, ConfigError, Rule, _suggest, check_keys, chec
                       one_of)
 from ..data.samplers import SAMPLERS
 from ..data.transforms import RECIPES, ImageInfo, build_train_transform
-from ..models import build_backbone, build_classifier
+from ..models import build_backbone, build_classifier, load_pretrained
 
 METHODS: dict[str, type["Method"]] = {}
 
@@ -49,9 +50,21 @@ COMMON_RULES: dict[str, Rule] = {
 }
 
 
-def build_method(cfg: Mapping[str, Any], num_classes: int, cls_num_list: Sequence[int]) -> "Method":
-    """The method ``cfg["method"]["name"]`` for ``num_classes`` classes with these training counts."""
-    return get_method(cfg["method"]["name"])(cfg, num_classes, cls_num_list)
+# set by build_method for the constructor: load model.pretrained into the backbone as soon as it
+# exists, before any method copies it (momentum key encoders)
+_LOAD_PRETRAINED: contextvars.ContextVar[bool] = contextvars.ContextVar("load_pretrained", default=False)
+
+
+def build_method(cfg: Mapping[str, Any], num_classes: int, cls_num_list: Sequence[int],
+                 load_pretrained: bool = False) -> "Method":
+    """The method ``cfg["method"]["name"]`` for ``num_classes`` classes with these training counts.
+    ``load_pretrained``: start the backbone from ``model.pretrained`` (a fresh training run; a
+    checkpoint being loaded has its own weights)."""
+    token = _LOAD_PRETRAINED.set(load_pretrained)
+    try:
+        return get_method(cfg["method"]["name"])(cfg, num_classes, cls_num_list)
+    finally:
+        _LOAD_PRETRAINED.reset(token)
 
 
 class Method(nn.Module):
@@ -86,6 +99,8 @@ class Method(nn.Module):
         self.register_buffer("cls_num", torch.as_tensor(list(cls_num_list), dtype=torch.float64), persistent=False)
         m = cfg["model"]
         self.backbone = build_backbone(m["backbone"], bool(m["zero_init_residual"]))
+        if _LOAD_PRETRAINED.get() and m.get("pretrained"):
+            load_pretrained(self.backbone, m["pretrained"])
         self.classifier = build_classifier(m["classifier"], self.backbone.out_dim, self.num_classes,
                                            float(m["cosine_scale"]))
 

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from .cifar_resnet import CifarResNet
 from .heads import CosineClassifier, LinearClassifier, ProjectionMLP, build_classifier
+from .pretrained import PretrainedError, load_pretrained
+from .timm_backbone import PREFIX as TIMM_PREFIX
+from .timm_backbone import TimmBackbone, check_timm_name
 
 CIFAR_DEPTHS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
 TORCHVISION = ("resnet50", "resnext50_32x4d", "resnet152")
@@ -14,8 +19,11 @@ BACKBONES = (*CIFAR_DEPTHS, *TORCHVISION)
 
 
 def build_backbone(name: str, zero_init_residual: bool = False) -> nn.Module:
-    """A feature extractor with attribute ``out_dim``: CIFAR ResNets (64-d) or torchvision's
-    ResNet-50 / ResNeXt-50 32x4d / ResNet-152 with the fc removed (2048-d), from scratch."""
+    """A feature extractor with attribute ``out_dim``: CIFAR ResNets (64-d), torchvision's
+    ResNet-50 / ResNeXt-50 32x4d / ResNet-152 with the fc removed (2048-d), or ``timm:<name>``
+    (timm's ``num_features``), from scratch (``model.pretrained`` loads weights afterwards)."""
+    if name.startswith(TIMM_PREFIX):
+        return TimmBackbone(name[len(TIMM_PREFIX):])
     if name in CIFAR_DEPTHS:
         return CifarResNet(CIFAR_DEPTHS[name], zero_init_residual=zero_init_residual)
     if name in TORCHVISION:
@@ -37,5 +45,14 @@ def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
 
-__all__ = ["feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
+def check_backbone(name: Any) -> str | None:
+    """The ``model.backbone`` rule: None when valid, else what was expected."""
+    if isinstance(name, str) and name.startswith(TIMM_PREFIX):
+        return check_timm_name(name)
+    if name in BACKBONES:
+        return None
+    return f"one of {', '.join(BACKBONES)}, or timm:<model name>"
+
+
+__all__ = ["check_backbone", "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
            "build_backbone", "build_classifier"]
