@@ -67,7 +67,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
             raise C.ConfigError("--corruptions takes no key=value overrides")
         evaluate_corruptions(args.path, baseline=args.baseline, names=args.corruption_names,
                              severities=args.severities, max_images=args.max_images or None,
-                             imagenet_c=args.imagenet_c, device=args.device)
+                             imagenet_c=args.imagenet_c, device=args.device, cifar_c=args.cifar_c)
         return 0
 
     tau = args.tau_norm
@@ -221,6 +221,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--max-images", type=int, default=1000,
                    help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all)")
     e.add_argument("--imagenet-c", default=None, metavar="ROOT", help="ImageNet-C folder for file datasets")
+    e.add_argument("--cifar-c", default=None, metavar="ROOT",
+                   help="the released CIFAR-10-C / CIFAR-100-C arrays (ROOT/<corruption>.npy, ROOT/labels.npy; 15 "
+                        "corruptions x 5 severities); without it CIFAR corruptions are generated on the fly, an "
+                        "approximation labelled so")
     e.add_argument("--device", default=None)
     e.add_argument("--tau-norm", default=None, metavar="TAU|auto",
                    help="also evaluate the linear classifier tau-normalised (weights / ||w||^tau, no bias); auto: the "

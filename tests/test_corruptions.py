@@ -142,3 +142,49 @@ def test_imagenet_c_layout_is_read_by_wnid(tmp_path):
     assert labels == [0, 0, 1, 1] and all("/fog/3/" in p for p in paths)  # unknown wnid left out
     with pytest.raises(FileNotFoundError, match="fog/4"):
         imagenet_c_images(tmp_path, "fog", 4, {"n01440764": 0})
+
+
+def test_released_cifar_c_arrays_are_read_block_by_severity(tmp_path, capsys):
+    import torch
+
+    import tailcon
+    from tailcon.cli import main
+    from tailcon.engine import train
+
+    from conftest import tiny_cfg
+    from test_cifar import _write_cifar10
+
+    _write_cifar10(tmp_path / "data" / "cifar-10-batches-py", per_class=20, test_per_class=3)
+    train(tiny_cfg(tmp_path, "data.name=cifar10_lt", f"data.root={tmp_path / 'data'}", "data.max_per_class=20",
+                   "model.backbone=resnet8", "train.max_steps_per_epoch=2", "data.batch_size=16", epochs=1))
+    run = tmp_path / "run"
+    model = tailcon.load(run, device="cpu")
+    test_labels = np.repeat(np.arange(10), 3)
+    root = tmp_path / "CIFAR-10-C"
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    arrays = {name: rng.integers(0, 256, (5 * 30, 32, 32, 3), dtype=np.uint8) for name in ("frost", "contrast")}
+    for name, a in arrays.items():
+        np.save(root / f"{name}.npy", a)
+    np.save(root / "labels.npy", np.tile(test_labels, 5))
+    assert main(["eval", str(run), "--corruptions", "--cifar-c", str(root), "--corruption-names", "frost", "contrast",
+                 "--max-images", "0", "--device", "cpu"]) == 0
+    res = json.loads((run / "corruptions-last.json").read_text())
+    assert res["source"].startswith("released CIFAR-C arrays") and res["approximation"] is False
+    for name, a in arrays.items():
+        for s in range(1, 6):
+            block = torch.from_numpy(a[(s - 1) * 30:s * 30]).permute(0, 3, 1, 2).float() / 255
+            pred = model.batch_logits((block - torch.tensor(model.info.mean).view(1, 3, 1, 1))
+                                      / torch.tensor(model.info.std).view(1, 3, 1, 1)).argmax(1).numpy()
+            assert res["errors"][name][str(s)] == pytest.approx(100 * (pred != test_labels).mean()), (name, s)
+    assert set(res["family_error"]) == {"weather", "digital"}  # frost is a weather corruption
+    np.save(root / "labels.npy", np.tile((test_labels + 1) % 10, 5))
+    assert main(["eval", str(run), "--corruptions", "--cifar-c", str(root), "--corruption-names", "frost",
+                 "--max-images", "0", "--device", "cpu"]) == 2
+    assert "does not match the test labels" in capsys.readouterr().err
+    assert main(["eval", str(run), "--corruptions", "--cifar-c", str(root), "--corruption-names", "fog"]) == 2
+    assert "fog.npy: not found" in capsys.readouterr().err
+    assert main(["eval", str(run), "--corruptions", "--corruption-names", "contrast", "--severities", "1",
+                 "--max-images", "10", "--device", "cpu"]) == 0
+    assert "approximation" in capsys.readouterr().out
+    assert json.loads((run / "corruptions-last.json").read_text())["approximation"] is True

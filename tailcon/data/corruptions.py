@@ -27,7 +27,7 @@ from scipy import ndimage
 FAMILIES: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
     "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
-    "weather": ("snow", "fog"),
+    "weather": ("snow", "frost", "fog"),  # frost overlays photographs of frost: released arrays only
     "digital": ("brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"),
 }
 SEVERITIES = (1, 2, 3, 4, 5)
@@ -268,9 +268,12 @@ def jpeg_compression(x, severity: int, rng: Rng):
     return np.asarray(Image.open(buf).convert("RGB"))
 
 
+# the 14 generated on the fly (an approximation of CIFAR-10-C: frost needs the original frost photos)
 CORRUPTIONS: dict[str, Callable[[np.ndarray, int, Rng], np.ndarray]] = {
-    name: globals()[name] for family in FAMILIES.values() for name in family
+    name: globals()[name] for family in FAMILIES.values() for name in family if name in globals()
 }
+# the 15 of the released CIFAR-10-C / CIFAR-100-C arrays (Hendrycks & Dietterich 2019)
+RELEASED = tuple(name for names in FAMILIES.values() for name in names)
 FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in names}
 
 
@@ -282,6 +285,23 @@ def corrupt_array(images: np.ndarray, name: str, severity: int, seed: int = 0) -
         raise ValueError(f"severity {severity}: expected 1..5")
     rng = np.random.default_rng([seed, severity, list(CORRUPTIONS).index(name)])
     return np.stack([CORRUPTIONS[name](img, severity, rng) for img in images])
+
+
+def cifar_c_arrays(root: str | Path, name: str, num_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """The released arrays of one corruption: images uint8 [5 * N, 32, 32, 3] (severity 1 first,
+    each block the test set in its order) and labels [5 * N], memory-mapped."""
+    root = Path(root)
+    images_file, labels_file = root / f"{name}.npy", root / "labels.npy"
+    for f in (images_file, labels_file):
+        if not f.is_file():
+            raise FileNotFoundError(f"{f}: not found (expected the released CIFAR-10-C / CIFAR-100-C layout: "
+                                    f"ROOT/<corruption>.npy with 5 x {num_test} images and ROOT/labels.npy)")
+    images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file, mmap_mode="r")
+    expected = (len(SEVERITIES) * num_test, 32, 32, 3)
+    if images.shape != expected or images.dtype != np.uint8 or labels.shape != (expected[0],):
+        raise ValueError(f"{images_file}: shape {images.shape} {images.dtype} (labels {labels.shape}); expected "
+                         f"uint8 {expected}: 5 severities of the {num_test} test images of this dataset")
+    return images, labels
 
 
 def imagenet_c_images(root: str | Path, name: str, severity: int, wnid_to_label: dict[str, int]):

@@ -332,6 +332,18 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
             ece = run["results"].get("ece") or {}
             lines.append(f"| {run['label']} | " + " | ".join(_recorded(ece.get(g)) if ece else "-"
                                                              for g in ("overall", "many", "medium", "few")) + " |")
+    robustness = [(run, f) for run in runs for f in sorted(Path(run["dir"]).glob("corruptions-*.json"))]
+    if robustness:
+        import json
+
+        lines += ["", "Corruption robustness (`tailcon eval RUN --corruptions`):", "",
+                  "| run | file | clean error | mean corruption error | mCE | corruptions |", "|---|---|---|---|---|---|"]
+        for run, f in robustness:
+            c = json.loads(f.read_text())
+            source = c.get("source") or "on-the-fly approximation (recorded before the source was)"
+            label = f"**approximation**: {source}" if c.get("approximation", "released" not in source) else source
+            lines.append(f"| {run['label']} | {f.name} | {_recorded(c.get('clean'))} | {_recorded(c.get('mean_error'))} "
+                         f"| {_recorded(c.get('mCE'))} | {label} |")
     figures = [("per_class_accuracy.png", "Per-class accuracy against training count", plot_per_class),
                ("shot_groups.png", "Many / Medium / Few", plot_shot_bars),
                ("training_curves.png", "Training curves", plot_curves)]

@@ -14,7 +14,11 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data.corruptions import CORRUPTIONS, FAMILIES, FAMILY_OF, SEVERITIES, corrupt_array, imagenet_c_images
+from ..data.corruptions import (CORRUPTIONS, FAMILIES, FAMILY_OF, RELEASED, SEVERITIES, cifar_c_arrays,
+                                corrupt_array, imagenet_c_images)
+
+APPROXIMATION = ("on-the-fly approximation of CIFAR-C (tailcon.data.corruptions: 14 corruptions, no frost), not the "
+                 "released arrays that papers report; give --cifar-c ROOT for those")
 from .rundir import RunDir, write_shown_figures
 
 
@@ -48,8 +52,10 @@ def _files_error(predictor, paths: Sequence[str], labels: Sequence[int], batch_s
 
 
 def corruption_errors(predictors: dict[str, Any], names: Sequence[str], severities: Sequence[int],
-                      max_images: Optional[int], seed: int = 0, imagenet_c: Optional[str] = None) -> dict[str, dict]:
-    """Top-1 error (%) of each predictor: {"clean": e, "errors": {corruption: {severity: e}}}."""
+                      max_images: Optional[int], seed: int = 0, imagenet_c: Optional[str] = None,
+                      cifar_c: Optional[str] = None) -> dict[str, dict]:
+    """Top-1 error (%) of each predictor: {"clean": e, "errors": {corruption: {severity: e}}}.
+    ``cifar_c``: read the released CIFAR-C arrays instead of corrupting on the fly."""
     from ..data import ArrayDataset, build_data
 
     first = next(iter(predictors.values()))
@@ -64,8 +70,16 @@ def corruption_errors(predictors: dict[str, Any], names: Sequence[str], severiti
         for k, p in predictors.items():
             out[k]["clean"] = _array_error(p, images, labels)
         for name in names:
+            released = cifar_c_arrays(cifar_c, name, len(test)) if cifar_c else None
             for s in severities:
-                corrupted = corrupt_array(images, name, s, seed)  # once, shared by model and baseline
+                if released is not None:  # block s of the released array, the same test images
+                    rows = (s - 1) * len(test) + idx
+                    corrupted = np.ascontiguousarray(released[0][rows])
+                    if not np.array_equal(released[1][rows], labels):
+                        raise ValueError(f"{cifar_c}/labels.npy does not match the test labels of {data.name!r}: "
+                                         "are these the arrays of another dataset (CIFAR-10-C vs CIFAR-100-C)?")
+                else:
+                    corrupted = corrupt_array(images, name, s, seed)  # once, shared by model and baseline
                 for k, p in predictors.items():
                     out[k]["errors"][name][s] = _array_error(p, corrupted, labels)
                 print(f"  {name} severity {s}: " + ", ".join(f"{k} {out[k]['errors'][name][s]:.2f}%" for k in out),
@@ -122,25 +136,30 @@ def format_table(summary: dict[str, Any], title: str) -> str:
 
 def evaluate_corruptions(run: str, baseline: Optional[str] = None, names: Optional[Sequence[str]] = None,
                          severities: Sequence[int] = SEVERITIES, max_images: Optional[int] = 1000, seed: int = 0,
-                         imagenet_c: Optional[str] = None, device: Optional[str] = None) -> dict[str, Any]:
+                         imagenet_c: Optional[str] = None, device: Optional[str] = None,
+                         cifar_c: Optional[str] = None) -> dict[str, Any]:
     from ..inference import load
 
-    names = list(names or CORRUPTIONS)
-    unknown = [n for n in names if n not in CORRUPTIONS]
+    known = RELEASED if (cifar_c or imagenet_c) else tuple(CORRUPTIONS)
+    names = list(names or known)
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown corruption(s) {unknown}; known: {', '.join(CORRUPTIONS)}")
+        raise ValueError(f"unknown corruption(s) {unknown}; known: {', '.join(known)}")
     predictors = {"model": load(run, device=device)}
     if baseline:
         predictors["baseline"] = load(baseline, device=device)
-    errors = corruption_errors(predictors, names, severities, max_images, seed, imagenet_c)
+    errors = corruption_errors(predictors, names, severities, max_images, seed, imagenet_c, cifar_c)
     base = summarise(errors["baseline"], None) if baseline else None
     result = summarise(errors["model"], base)
+    source = (f"released CIFAR-C arrays ({cifar_c})" if cifar_c else f"ImageNet-C folder ({imagenet_c})"
+              if imagenet_c else APPROXIMATION)
     result.update(run=str(run), baseline=str(baseline) if baseline else None, severities=list(severities),
-                  images=max_images, seed=seed)
+                  images=max_images, seed=seed, source=source, approximation=not (cifar_c or imagenet_c))
     if base is not None:
         result["baseline_errors"] = base  # kept here: nothing is written into the baseline's run directory
         print(format_table(base, f"baseline {baseline}"))
     print(format_table(result, f"{run}" + (f" (CE relative to {baseline})" if baseline else "")))
+    print(f"corruptions: {source}")
     ckpt = predictors["model"].checkpoint
     out = RunDir(ckpt.parent).corruptions_file(ckpt)
     write_shown_figures(out, result)
