@@ -115,6 +115,8 @@ DEFAULTS: dict[str, Any] = {
         "progress": True,  # progress bars (also off when stdout is not a TTY)
         "deterministic": False,
         "max_steps_per_epoch": None,  # debugging / smoke tests: cut epochs short
+        # Weights & Biases: {project: NAME, mode: online | offline | disabled, entity: TEAM}; project null: off
+        "wandb": {"project": None, "mode": None, "entity": None},
         "log_every": 50,
     },
 }
@@ -123,6 +125,9 @@ DEFAULTS: dict[str, Any] = {
 _TYPES: dict[str, tuple[type, ...]] = {
     "data.root": (str,),
     "model.pretrained": (str,),
+    "train.wandb.project": (str,),
+    "train.wandb.mode": (str,),
+    "train.wandb.entity": (str,),
     "data.max_per_class": (int,),
     "data.num_classes": (int,),
     "data.image_size": (int,),
@@ -354,6 +359,7 @@ VALUE_RULES: dict[str, Rule] = {
     "model.classifier": one_of(("linear", "cosine")),
     "model.cosine_scale": number(0, lo_open=True),
     "optim.name": one_of(("sgd", "adamw", "lars")),
+    "train.wandb.mode": lambda v: None if v in (None, "online", "offline", "disabled") else "online, offline or disabled",
     "optim.betas": list_of(number(0, 1, hi_open=True)),
     "optim.eps": number(0, lo_open=True),
     "optim.trust_coefficient": number(0, lo_open=True),

@@ -1,10 +1,14 @@
-"""Run logs: ``metrics.jsonl`` (one JSON object per epoch) and TensorBoard events."""
+"""Run logs: ``metrics.jsonl`` (one JSON object per epoch), TensorBoard events (the default) and,
+with ``train.wandb: {project: ..., mode: online|offline|disabled}``, Weights & Biases (``pip
+install "tailcon[wandb]"``; offline mode needs no network and writes under ``RUN_DIR/wandb``;
+a resumed run continues the same W&B run)."""
 
 from __future__ import annotations
 
 import json
 import math
 import os
+import uuid
 import warnings
 from typing import Any, Mapping
 
@@ -12,11 +16,12 @@ from .rundir import RunDir, atomic_write_text
 
 
 class RunLogger:
-    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True):
+    def __init__(self, run_dir: str | os.PathLike, enabled: bool = True, config: Mapping[str, Any] | None = None):
         run = RunDir(run_dir)
         self.enabled = enabled
         self.metrics_path = run.metrics
         self._tb = None
+        self._wandb = None
         if enabled:
             run.path.mkdir(parents=True, exist_ok=True)
             try:
@@ -25,6 +30,9 @@ class RunLogger:
                 self._tb = SummaryWriter(log_dir=str(run.tensorboard))
             except ImportError:
                 warnings.warn("tensorboard is not installed: no TensorBoard events will be written")
+            wb = ((config or {}).get("train") or {}).get("wandb") or {}
+            if wb.get("project"):
+                self._wandb = _start_wandb(run, wb, config)
 
     def truncate_after(self, epoch: int) -> None:
         """Drop records of epochs > ``epoch`` (logged by a run killed before its checkpoint)."""
@@ -46,10 +54,41 @@ class RunLogger:
             for key, value in _scalars(record):
                 self._tb.add_scalar(key, value, step)
             self._tb.flush()
+        if self._wandb is not None:
+            self._wandb.log(dict(_scalars(record)), step=int(record["epoch"]))
 
     def close(self) -> None:
         if self._tb is not None:
             self._tb.close()
+        if self._wandb is not None:
+            self._wandb.finish()
+            self._wandb = None
+
+
+def _start_wandb(run: RunDir, wb: Mapping[str, Any], config: Mapping[str, Any]):
+    """A W&B run for this run directory: its id is kept in RUN_DIR/wandb/run-id, so resuming
+    appends to the same W&B run."""
+    try:
+        import wandb
+    except ImportError:
+        from ..config import ConfigError
+
+        raise ConfigError('train.wandb needs the wandb package: pip install "tailcon[wandb]" (or remove '
+                          "train.wandb; TensorBoard logs are written either way)") from None
+    folder = run.path / "wandb"
+    folder.mkdir(parents=True, exist_ok=True)
+    id_file = folder / "run-id"
+    run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
+    atomic_write_text(id_file, run_id + "\n")
+    from .. import config as C
+
+    kwargs = {"project": wb["project"], "dir": str(run.path), "id": run_id, "resume": "allow",
+              "name": config.get("name") or run.path.name, "config": C.plain(config)}
+    if wb.get("mode"):
+        kwargs["mode"] = wb["mode"]
+    if wb.get("entity"):
+        kwargs["entity"] = wb["entity"]
+    return wandb.init(**kwargs)
 
 
 def _scalars(record: Mapping[str, Any], prefix: str = ""):

@@ -21,6 +21,7 @@ from .rundir import RunDir, RunDirError, RunLock, atomic_write_text, load_checkp
 RESUME_MAY_DIFFER = frozenset({
     "name", "run_dir", "resume", "device", "data.root", "data.download", "data.num_workers",
     "model.pretrained",  # read by fresh runs only: a resumed run has the weights in its checkpoint
+    "train.wandb.project", "train.wandb.mode", "train.wandb.entity",  # where the logs also go
     "data.eval_batch_size", "data.max_image_pixels", "train.progress", "train.log_every", "train.eval_every",
     "train.epochs",  # extending; fewer than the epochs already trained is refused
     "method.init_from",  # a stage that has started holds those weights in its own checkpoint

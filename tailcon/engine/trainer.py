@@ -270,7 +270,7 @@ class Trainer:
             atomic_write_text(self.run.config, C.dump(cfg))
             start_manifest(self.run, device=self.device, world_size=self.world_size, train=self.data.train,
                            cls_num_list=self.data.cls_num_list)
-        logger = RunLogger(self.run.path, enabled=self.is_main)
+        logger = RunLogger(self.run.path, enabled=self.is_main, config=cfg)
         logger.truncate_after(self.start_epoch if self.pending is None else self.start_epoch - 1)
         selection = "val" if self.data.has_val else "test"
         self.log(f"tailcon: method {self.method.name}, data {self.data.name} ({len(self.data.train)} train images, "
