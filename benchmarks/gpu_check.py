@@ -115,10 +115,14 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
 
     modes = [("bf16", ["train.amp=bf16"])] + ([] if dry_run else [("compile", ["train.amp=bf16",
                                                                                 "train.compile=true"])])
+    from tailcon.engine.rundir import save_checkpoint
+
+    trained = check.out / "smoke-ce.pt"  # ce's smoke run is the trained run that crt re-trains a classifier on
     small = {"rescom": ["method.k_neg=20"], "dscl": ["method.queue_size=64", "method.patch_size=8",
                                                      "method.stage=pretrain"],
              "supcon": ["method.stage=pretrain"], "paco": ["method.queue_size=256"],
-             "gpaco": ["method.queue_size=256"]}
+             "gpaco": ["method.queue_size=256"], "ldam_drw": ["model.classifier=cosine"],
+             "crt": [f"method.init_from={trained}"]}
     for mode, extra in modes:
         for name in sorted(METHODS):
             key = f"{name}/{mode}"
@@ -132,6 +136,8 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
                 stats = trainer.train_one_epoch(0, 1)
                 if not all(v == v for v in stats.values()):
                     raise FloatingPointError(f"non-finite statistics {stats}")
+                if name == "ce":
+                    save_checkpoint(trainer.state_dict(1), trained)
                 check.report["smoke"][key] = "ok"
             except Exception as e:  # one broken method must not stop the check
                 check.report["smoke"][key] = _error(e)
