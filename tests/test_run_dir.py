@@ -17,7 +17,7 @@ from tailcon import config as C
 from tailcon.cli import main
 from tailcon.data import DataError
 from tailcon.engine import RunDirError, Trainer, load_checkpoint, train
-from tailcon.engine.rundir import RunDir, atomic_write_text, unique_run_dir
+from tailcon.engine.rundir import RunDir, atomic_write_text, save_checkpoint, unique_run_dir
 from tailcon.methods import METHODS
 
 from conftest import tiny_cfg, write_image_folder
@@ -185,7 +185,10 @@ def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, caps
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_methods_checkpoint_loads_weights_only(tmp_path, name):
     extra = {"dscl": ["method.queue_size=64", "method.patch_size=8", "method.stage=pretrain"],
-             "supcon": ["method.stage=pretrain"], "rescom": ["method.k_neg=9"]}.get(name, [])
+             "supcon": ["method.stage=pretrain"], "rescom": ["method.k_neg=9"],
+             "ldam_drw": ["model.classifier=cosine"], "crt": [f"method.init_from={tmp_path / 'ce.pt'}"]}.get(name, [])
+    if name == "crt":  # a trained run to start from
+        save_checkpoint(Trainer(tiny_cfg(tmp_path / "ce")).state_dict(1), tmp_path / "ce.pt")
     trainer = Trainer(tiny_cfg(tmp_path, f"method.name={name}", *extra))
     buf = io.BytesIO()
     torch.save(trainer.state_dict(1), buf)
