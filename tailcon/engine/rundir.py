@@ -47,29 +47,12 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, write) -> None:
-    """Call ``write(fileobj)`` on a temporary file in the same folder, fsync, then rename over
-    ``path`` (rename is atomic on POSIX and Windows): a kill at any moment leaves either the old
-    file or the new one. The file gets the mode an ordinary ``open`` would (0666 less the umask),
-    not the 0600 of temporary files."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def atomic_replace(path: str | os.PathLike, write_to: Callable[[Path], None]) -> None:
-    """:func:`atomic_write_bytes` for writers that take a file name (safetensors, ONNX,
-    TorchScript): ``write_to(tmp)`` fills a temporary path beside ``path``, which then replaces it."""
+    """Let ``write_to(tmp)`` fill a temporary file in the same folder, fsync it, then rename it
+    over ``path`` (rename is atomic on POSIX and Windows): a kill at any moment leaves either the
+    old file or the new one. The file gets the mode an ordinary ``open`` would (0666 less the
+    umask), not the 0600 of temporary files. For writers that take a file name (safetensors,
+    ONNX, TorchScript); :func:`atomic_write_bytes` for a file object."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -83,6 +66,16 @@ def atomic_replace(path: str | os.PathLike, write_to: Callable[[Path], None]) ->
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_bytes(path: str | os.PathLike, write) -> None:
+    """Call ``write(fileobj)`` on a temporary file that then replaces ``path`` atomically
+    (:func:`atomic_replace`)."""
+    def fill(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            write(f)
+
+    atomic_replace(path, fill)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
