@@ -20,8 +20,10 @@ hand). For one config: `tailcon config cifar10_lt/bcl --sources`.
 Source tags, as in `../shared/spec/`: **[code]** / **[P-code]**, **[G-code]**, **[R-code]**: the
 authors' released code (PaCo, GPaCo, ProCo repositories); **[PAPER-v]**: a paper table, checked;
 **[PAPER-r]**: recalled paper wording; **[3P]**: a third-party reproduction's recipe; **[README]**:
-the authors' README; **[ASSUME]**: chosen here where no source gives the value (the config's header
-says why). *tailcon default*: no file sets the key; the note beside it is the comment next to the
+the authors' README; **[recalled]**: the original paper or code of a baseline the spec does not
+cover, from memory; **[protocol]**: the dataset's usual evaluation protocol; **[eval cadence]**: how
+often evaluation runs (changes no weight); **[ASSUME]**: chosen here where no source gives the value
+(the config's header says why). *tailcon default*: no file sets the key; the note beside it is the comment next to the
 default in the code. Keys that the rest of a config makes irrelevant (milestones of a cosine
 schedule, for instance) and plumbing (workers, logging, data root) are left out.
 """
