@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Callable
@@ -79,7 +80,7 @@ def inference_model(ckpt: dict[str, Any]) -> tuple[InferenceModel, dict[str, Any
             "cls_num_list": [int(n) for n in ckpt["cls_num_list"]], "image_info": info, "epoch": ckpt.get("epoch"),
             "input": "float32 [B, 3, size, size] in [0, 1] (RGB), after the test resize/crop; output: logits [B, C]",
             "config": C.plain(cfg)}
-    model = InferenceModel(method.backbone, method.classifier, info["mean"], info["std"]).eval()
+    model = InferenceModel(method.backbone, method.classifier, info["mean"], info["std"]).eval().requires_grad_(False)
     return model, meta
 
 
@@ -133,17 +134,21 @@ def _write_onnx(model: InferenceModel, meta: dict[str, Any], target: Path) -> No
 
     def write(tmp: Path) -> None:
         x = _example(meta)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            try:  # the torch.export-based exporter when onnxscript is there, else the TorchScript one
-                import onnxscript  # noqa: F401
+        # the exporter may put the weights in a side file named after its output: export into a
+        # scratch folder, then save one self-contained file
+        with tempfile.TemporaryDirectory(dir=tmp.parent, prefix=".onnx-export-") as scratch:
+            raw = str(Path(scratch) / "model.onnx")
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                try:  # the torch.export-based exporter when onnxscript is there, else the TorchScript one
+                    import onnxscript  # noqa: F401
 
-                torch.onnx.export(model, (x,), str(tmp), dynamo=True, input_names=["images"],
-                                  output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
-            except ImportError:
-                torch.onnx.export(model, (x,), str(tmp), dynamo=False, input_names=["images"],
-                                  output_names=["logits"], dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
-        proto = onnx.load(str(tmp))
+                    torch.onnx.export(model, (x,), raw, dynamo=True, input_names=["images"],
+                                      output_names=["logits"], dynamic_shapes=({0: torch.export.Dim("batch")},))
+                except ImportError:
+                    torch.onnx.export(model, (x,), raw, dynamo=False, input_names=["images"], output_names=["logits"],
+                                      dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}})
+            proto = onnx.load(raw)  # external data, if any, is read in here
         entry = proto.metadata_props.add()
         entry.key, entry.value = "tailcon", json.dumps(meta)
         onnx.save(proto, str(tmp))
@@ -166,7 +171,7 @@ def read_safetensors(path: str | os.PathLike) -> tuple[InferenceModel, dict[str,
         tensors = {k: f.get_tensor(k) for k in f.keys()}
     model = _build(meta)
     model.load_state_dict(tensors)
-    return model.eval(), meta
+    return model.eval().requires_grad_(False), meta
 
 
 def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:

@@ -46,6 +46,7 @@ def test_each_format_loads_back_with_the_runs_logits(run, tmp_path, fmt):
     torch.testing.assert_close(fn(x), expected, rtol=1e-4, atol=1e-4)  # a batch size other than the traced one
     assert meta["classes"] == reference.classes and meta["method"] == "logit_adjusted"
     assert meta["image_info"]["size"] == 16 and "optimizer" not in json.dumps(meta)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name], "one self-contained file, nothing left beside it"
 
 
 def test_export_never_overwrites_and_the_default_path_is_inside_the_run(run, capsys):
