@@ -180,7 +180,7 @@ def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], tor
     path = Path(path)
     if path.name.endswith(SUFFIX["safetensors"]):
         model, meta = read_safetensors(path)
-        return lambda x: model(x), meta
+        return torch.no_grad()(lambda x: model(x)), meta
     if path.name.endswith(SUFFIX["onnx"]):
         onnx, ort = _need("onnx", "reading an ONNX artifact"), _need("onnxruntime", "running an ONNX artifact")
         meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["tailcon"])
@@ -191,4 +191,4 @@ def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], tor
     with warnings.catch_warnings():  # deprecated in newer torch, still the way to read TorchScript
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return lambda x: module(x), json.loads(extra["tailcon.json"])
+    return torch.no_grad()(lambda x: module(x)), json.loads(extra["tailcon.json"])
