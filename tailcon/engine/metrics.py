@@ -104,9 +104,11 @@ def format_report(rows: list[tuple[str, dict]], title: str = "") -> str:
     lines = [title] if title else []
     lines.append(head)
     for label, m in rows:
-        values = [m.get(k) for k in ("top1", "many", "medium", "few")]
-        values += [(m.get("ece") or {}).get("overall") if k == "ece" else m.get(k) for k in extra]
-        lines.append(f"{label:32s} " + " ".join(f"{format_pct(v):>7s}" for v in values))
+        cells = [format_pct(m.get(k)) for k in ("top1", "many", "medium", "few")]
+        # top-5 / ECE missing: a record from before they were computed ("-"), not an empty group
+        cells += ["-" if v is None else format_pct(v)
+                  for v in ((m.get("ece") or {}).get("overall") if k == "ece" else m.get(k) for k in extra)]
+        lines.append(f"{label:32s} " + " ".join(f"{c:>7s}" for c in cells))
     if rows:
         m = rows[0][1]
         lines.append(f"{'(classes per group)':32s} {'':>7s} " + " ".join(
