@@ -359,7 +359,7 @@ VALUE_RULES: dict[str, Rule] = {
     "model.classifier": one_of(("linear", "cosine")),
     "model.cosine_scale": number(0, lo_open=True),
     "optim.name": one_of(("sgd", "adamw", "lars")),
-    "train.wandb.mode": lambda v: None if v in (None, "online", "offline", "disabled") else "online, offline or disabled",
+    "train.wandb.mode": one_of(("online", "offline", "disabled")),  # None (W&B's default) is always allowed
     "optim.betas": list_of(number(0, 1, hi_open=True)),
     "optim.eps": number(0, lo_open=True),
     "optim.trust_coefficient": number(0, lo_open=True),
