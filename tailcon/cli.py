@@ -12,6 +12,28 @@ from typing import Optional, Sequence
 from . import config as C
 
 EMBEDDED_DEFAULT = "digits_lt.yaml"
+MAX_TAU = 10.0  # tau-normalisation: ||w||^tau beyond this only amplifies norm noise (the search spans 0..2)
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def embedded_config_path() -> Path:
@@ -39,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_progress:
         overrides.append("train.progress=false")
     resume = C.parse_overrides([o for o in overrides if o.startswith("resume=")]).get("resume")
-    if path is None and resume:  # continue a run with the config it was started with
+    if path is None and resume and resume != "auto":  # continue a run with the config it was started with
         if not Path(str(resume)).exists():
             raise RunDirError(f"resume={resume}: no such run directory or checkpoint")
         saved = RunDir(run_dir_of(resume)).config
@@ -75,7 +97,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
         try:
             tau = float(tau)
         except ValueError:
-            raise C.ConfigError(f"--tau-norm takes a number or 'auto', got {tau!r}") from None
+            tau = float("nan")
+        if not 0 <= tau <= MAX_TAU:  # NaN fails this too
+            raise C.ConfigError(f"--tau-norm takes a number in [0, {MAX_TAU:g}] or 'auto', got {args.tau_norm!r}")
     evaluate_checkpoint(args.path, split=args.split, overrides=tuple(args.overrides), which=args.checkpoint,
                         tau_norm=tau)
     return 0
@@ -217,8 +241,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--baseline, CE per corruption and mCE; writes corruptions-<checkpoint>.json")
     e.add_argument("--baseline", default=None, metavar="RUN_DIR", help="the run mCE is relative to (e.g. a CE run)")
     e.add_argument("--corruption-names", nargs="+", default=None, metavar="NAME", help="default: all")
-    e.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5])
-    e.add_argument("--max-images", type=int, default=1000,
+    e.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),
+                   metavar="{1..5}")
+    e.add_argument("--max-images", type=non_negative_int, default=1000,
                    help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all)")
     e.add_argument("--imagenet-c", default=None, metavar="ROOT", help="ImageNet-C folder for file datasets")
     e.add_argument("--cifar-c", default=None, metavar="ROOT",
@@ -239,8 +264,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "prints the ratio; --json adds one JSON line with images_per_s, "
                                    "reference_images_per_s, ratio, peak_memory_mb")
     b.add_argument("args", nargs="*", metavar="CONFIG|key=value")
-    b.add_argument("--steps", type=int, default=20, help="timed steps (default 20)")
-    b.add_argument("--warmup", type=int, default=3, help="untimed steps first (default 3)")
+    b.add_argument("--steps", type=positive_int, default=20, help="timed steps (default 20)")
+    b.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
     b.add_argument("--json", action="store_true", help="last line: the result as one JSON object")
     b.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     b.set_defaults(func=cmd_bench)
@@ -259,7 +284,7 @@ def build_parser() -> argparse.ArgumentParser:
                        description="tailcon predict RUN_DIR_OR_CHECKPOINT IMAGE... [--topk 5]")
     r.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
     r.add_argument("images", nargs="+", metavar="IMAGE")
-    r.add_argument("--topk", type=int, default=5)
+    r.add_argument("--topk", type=positive_int, default=5, help="classes shown per image (at most the model's)")
     r.add_argument("--checkpoint", choices=("last", "best"), default="last")
     r.add_argument("--device", default=None, help="default: cuda if available, else cpu")
     r.set_defaults(func=cmd_predict)
@@ -281,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "t-SNE of test features (these two re-run the test set: the data must be there)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default=None, help="default: RUN_DIR/report for one run, ./report for several")
-    rp.add_argument("--tsne-points", type=int, default=2000)
+    rp.add_argument("--tsne-points", type=non_negative_int, default=2000)
     rp.add_argument("--no-model", action="store_true", help="only the figures from logs (no test-set pass)")
     rp.add_argument("--device", default=None)
     rp.set_defaults(func=cmd_report)
@@ -326,6 +351,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    except OSError as e:  # the file system said no (read-only, full, permissions): name the file
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"tailcon: error: {where}{e.strerror or e}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -30,8 +30,30 @@ _Loader.add_implicit_resolver(
 )
 
 
+MAX_CONFIG_VALUES = 100_000  # a config holds a few hundred values; aliases must not expand past this
+
+
 def _yaml_load(text: str) -> Any:
-    return yaml.load(text, Loader=_Loader)
+    """Parse YAML; a document whose aliases expand to more than :data:`MAX_CONFIG_VALUES` values
+    (a "billion laughs" of nested anchors, a few hundred bytes that grow past gigabytes when
+    walked) is refused before anything walks it."""
+    data = yaml.load(text, Loader=_Loader)
+    _check_expanded_size(data)
+    return data
+
+
+def _check_expanded_size(data: Any) -> None:
+    stack, seen = [data], 0
+    while stack:  # counts every value as often as aliases repeat it, stopping at the bound
+        node = stack.pop()
+        seen += 1
+        if seen > MAX_CONFIG_VALUES:
+            raise ConfigError(f"the YAML expands to more than {MAX_CONFIG_VALUES} values (nested aliases?); "
+                              "a config is a few hundred keys: write it without such aliases")
+        if isinstance(node, Mapping):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
 
 
 class ConfigError(ValueError):
@@ -42,7 +64,7 @@ DEFAULTS: dict[str, Any] = {
     "name": None,  # set from the config file name; used for the default run_dir
     "seed": 0,
     "run_dir": None,  # default: runs/<date>-<name>
-    "resume": None,  # a run directory or checkpoint to continue from
+    "resume": None,  # a run directory or checkpoint to continue from; auto: run_dir if it holds a run
     "device": "auto",  # auto | cpu | cuda | cuda:N | mps
     "method": {"name": "ce"},
     "data": {
@@ -121,6 +143,9 @@ DEFAULTS: dict[str, Any] = {
     },
 }
 
+# Keys whose default is not None but that also take null (an empty value means "off").
+NULLABLE: frozenset[str] = frozenset({"data.max_image_pixels", "train.max_steps_per_epoch"})
+
 # Values whose default is None but whose type is still known, for the type check.
 _TYPES: dict[str, tuple[type, ...]] = {
     "data.root": (str,),
@@ -178,6 +203,8 @@ def merge(base: Mapping[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
     """Recursive dict merge; ``update`` wins. Neither input is modified."""
     out = copy.deepcopy(dict(base))
     for k, v in update.items():
+        if v is None and isinstance(out.get(k), Mapping):
+            continue  # an empty section (`optim:` with nothing under it) keeps its keys
         if isinstance(v, Mapping) and isinstance(out.get(k), Mapping):
             out[k] = merge(out[k], v)
         else:
@@ -216,9 +243,13 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str,
     if str(path.resolve()) in _seen:
         raise ConfigError(f"config {path}: circular _base_ chain {' -> '.join(_seen)}")
     try:
-        data = _yaml_load(path.read_text()) or {}
+        data = _yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
         raise ConfigError(f"config {path}: invalid YAML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config {path}: not UTF-8 text ({e})") from None
+    except ConfigError as e:
+        raise ConfigError(f"config {path}: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: the top level must be a mapping, got {type(data).__name__}")
     base = data.pop("_base_", None)
@@ -255,6 +286,9 @@ def check_keys(cfg: Mapping[str, Any], defaults: Mapping[str, Any], where: str =
 
 def _check_type(key: str, value: Any, default: Any, where: str) -> None:
     if value is None:
+        if default is not None and f"{where}{key}" not in NULLABLE:  # `optim.lr=` or `lr:` with nothing after it
+            raise ConfigError(f"config key '{where}{key}' has an empty value; it needs one (default: "
+                              f"{key.rsplit('.', 1)[-1]}: {default!r})")
         return
     expected: tuple[type, ...]
     if key in _TYPES:  # a key with its own type list wins over its default's type
@@ -279,12 +313,27 @@ def _check_type(key: str, value: Any, default: Any, where: str) -> None:
 Rule = Callable[[Any], Optional[str]]  # returns what was expected when ``value`` is wrong, else None
 
 
-def integer(lo: Optional[int] = None) -> Rule:
+def integer(lo: Optional[int] = None, hi: Optional[int] = None) -> Rule:
     def check(v):
-        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo):
-            return f"an integer >= {lo}" if lo is not None else "an integer"
+        if isinstance(v, bool) or not isinstance(v, int) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            bounds = [f">= {lo}" if lo is not None else "", f"<= {hi}" if hi is not None else ""]
+            return "an integer " + " and ".join(b for b in bounds if b) if any(bounds) else "an integer"
         return None
     return check
+
+
+# Every number in a config, whatever its key, is finite and of a magnitude some computation can
+# take: 1e300 passes as a float but overflows float32 in the optimiser, far from the config.
+MAX_MAGNITUDE = {float: 1e6, int: 2**53}
+
+
+def _number_in_bounds(v: Any) -> Optional[str]:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return "a finite number"
+    bound = MAX_MAGNITUDE[float if isinstance(v, float) else int]
+    return None if abs(v) <= bound else f"a number between -{bound:g} and {bound:g}"
 
 
 def number(lo: Optional[float] = None, hi: Optional[float] = None, lo_open: bool = False,
@@ -336,15 +385,15 @@ def _lazy(module: str, name: str) -> Callable[[], Iterable[str]]:
 
 
 VALUE_RULES: dict[str, Rule] = {
-    "seed": integer(0),
+    "seed": integer(0, 2**32 - 1),
     "device": _device,
     "data.name": one_of(_lazy(".data.build", "DATASETS")),
     "data.imbalance_factor": number(1),
     "data.imbalance_profile": one_of(("exp", "step")),
     "data.max_per_class": integer(1),
-    "data.num_classes": integer(1),
+    "data.num_classes": integer(1, 1_000_000),
     "data.max_image_pixels": integer(1),
-    "data.subset_seed": integer(0),
+    "data.subset_seed": integer(0, 2**32 - 1),
     "data.image_size": integer(1),
     "data.resize_size": integer(1),
     "data.mean": list_of(number()),
@@ -387,6 +436,8 @@ def check_values(cfg: Mapping[str, Any], rules: Mapping[str, Rule], where: str =
     for key, value in flatten(cfg).items():
         rule = rules.get(key)
         expected = rule(value) if rule is not None and value is not None else None
+        for item in (value if isinstance(value, (list, tuple)) else [value]):
+            expected = expected or _number_in_bounds(item)
         if expected:
             raise ConfigError(f"config key '{where}{key}' must be {expected}, got {value!r}")
 
@@ -462,6 +513,10 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
     """Check every value against :data:`VALUE_RULES` and the method's own keys and ranges, and
     fill ``cfg["method"]`` with the method's defaults (what ``config.yaml`` holds). Idempotent."""
     check_values(cfg, VALUE_RULES)
+    for key in ("mean", "std"):  # images are always read as RGB
+        value = cfg["data"][key]
+        if value is not None and len(value) != 3:
+            raise ConfigError(f"config key 'data.{key}' must have 3 values, one per RGB channel, got {value!r}")
     check_world_size(cfg, int(os.environ.get("WORLD_SIZE", "1")))
     from .methods import get_method  # the registry knows each method's keys
 

@@ -92,8 +92,30 @@ def init_from_env() -> bool:
         cuda = torch.cuda.is_available()
         if cuda:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend="nccl" if cuda else "gloo")
+        backend, timeout = "nccl" if cuda else "gloo", process_group_timeout()
+        restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
+        if restart > 0:
+            # a worker restarted by torchrun: the store may still hold the previous attempt's
+            # addresses (of dead workers), on which gloo's connect waits; keys of this attempt
+            # only, under their own prefix
+            store, rank_, world = next(dist.rendezvous("env://", timeout=timeout))
+            store = dist.PrefixStore(f"tailcon/restart{restart}", store)
+            dist.init_process_group(backend=backend, store=store, rank=rank_, world_size=world, timeout=timeout)
+        else:
+            dist.init_process_group(backend=backend, timeout=timeout)
     return True
+
+
+def process_group_timeout() -> "datetime.timedelta":
+    """How long a collective waits for a peer before the job ends with an error instead of
+    hanging: ``TAILCON_DIST_TIMEOUT`` seconds (default 900; longer than any checkpoint write or
+    evaluation that the other ranks wait for)."""
+    import datetime
+
+    seconds = float(os.environ.get("TAILCON_DIST_TIMEOUT", "900"))
+    if not 0 < seconds < 10**7:
+        raise ValueError(f"TAILCON_DIST_TIMEOUT={seconds:g}: expected seconds > 0")
+    return datetime.timedelta(seconds=seconds)
 
 
 def local_device(name: str | None) -> torch.device | None:

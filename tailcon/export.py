@@ -101,6 +101,9 @@ def export(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = No
         raise ExportError(f"unknown export format {fmt!r}; known: {', '.join(FORMATS)}")
     ckpt_path = resolve_checkpoint(path, which)
     target = Path(out) if out else RunDir(run_dir_of(ckpt_path)).path / "export" / f"{ckpt_path.stem}{SUFFIX[fmt]}"
+    if target.is_dir():
+        raise ExportError(f"--out {target} is a directory; give the artifact's file name (e.g. "
+                          f"{target / (ckpt_path.stem + SUFFIX[fmt])})")
     if target.exists() and not force:
         raise ExportError(f"{target} exists; nothing was written (--force replaces it, or give --out)")
     model, meta = inference_model(load_checkpoint(ckpt_path, for_inference=True))

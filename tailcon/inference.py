@@ -113,6 +113,8 @@ class Predictor:
         return self.batch_topk(self.preprocess(images), k)
 
     def batch_topk(self, batch: torch.Tensor, k: int = 5) -> list[list[tuple[str, float]]]:
+        if int(k) < 1:
+            raise ValueError(f"top-k needs k >= 1, got {k}")
         probs = self.batch_logits(batch).softmax(dim=1)
         p, idx = probs.topk(min(k, probs.shape[1]), dim=1)
         return [[(self.classes[j], float(q)) for q, j in zip(pr, ix)] for pr, ix in zip(p.tolist(), idx.tolist())]

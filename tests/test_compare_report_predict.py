@@ -147,7 +147,7 @@ def test_compare_records_a_failed_run_and_keeps_going(tmp_path):
     out = tmp_path / "cmp"
     configs = _configs(tmp_path)
     bad = tmp_path / "configs" / "diverges.yaml"
-    bad.write_text(f"_base_: {embedded_config_path()}\noptim:\n  lr: 1.0e+30\n")
+    bad.write_text(f"_base_: {embedded_config_path()}\noptim:\n  lr: 1.0e+6\n  weight_decay: 1.0e+6\n")
     rows = compare_mod.compare([str(bad), configs[1]], [0], BUDGET + ["train.log_every=1"], out)
     assert (out / "diverges" / "seed0" / "failed.txt").read_text().startswith("NonFiniteLossError")
     md = (out / "compare.md").read_text()

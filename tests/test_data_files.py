@@ -70,7 +70,7 @@ def test_label_out_of_range_names_the_list(tmp_path):
     (tmp_path / "ImageNet_LT_train.txt").write_text("a.jpg 0\nb.jpg 1000\n")
     (tmp_path / "ImageNet_LT_val.txt").write_text("a.jpg 0\n")
     (tmp_path / "ImageNet_LT_test.txt").write_text("a.jpg 0\n")
-    with pytest.raises(DataError, match=r"ImageNet_LT_train.txt: label 1000 .* out of range \[0, 999\]"):
+    with pytest.raises(DataError, match=r"ImageNet_LT_train.txt:2: label 1000 .* out of range \[0, 999\]"):
         build_data(C.resolve(None, ["data.name=imagenet_lt", f"data.root={tmp_path}"]))
 
 

@@ -3,10 +3,12 @@ process with the whole batch (losses and weights), for BCL, ResCom and DSCL; che
 logs come from rank 0 only; a run resumes under another world size."""
 
 import json
+import os
 
 import pytest
 import torch
 
+from tailcon import config as C
 from tailcon.engine import Trainer, load_checkpoint, train
 
 from conftest import tiny_cfg
@@ -188,3 +190,88 @@ def test_torchrun_launches_a_two_process_run(tmp_path):
     assert proc.stdout.count("Results on the test split") == 1, "rank 0 alone prints the report"
     assert len((run / "metrics.jsonl").read_text().splitlines()) == 1
     assert (run / "last.pt").is_file() and (run / "results.json").is_file()
+
+
+def _children(pid: int) -> list[int]:
+    """Process ids whose parent is ``pid`` (Linux /proc)."""
+    kids = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    stat = f.read()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                kids.append(int(entry))
+    return sorted(kids)
+
+
+def _torchrun(run, extra=(), kill_after_epoch=None):
+    """A 2-process torchrun of the embedded config into ``run``; with ``kill_after_epoch``, one
+    worker is SIGKILLed as soon as that epoch is recorded. Returns (exit code, output)."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tailcon.cli import embedded_config_path
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", *extra,
+           "-m", "tailcon", "train", str(embedded_config_path()), f"run_dir={run}", "train.epochs=6",
+           "train.max_steps_per_epoch=4", "data.batch_size=32", "data.pipeline=device", "model.sync_bn=true",
+           "train.channels_last=false", "train.progress=false"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1", "TAILCON_DIST_TIMEOUT": "60"})
+    if kill_after_epoch is not None:
+        deadline = time.monotonic() + 120
+        metrics = run / "metrics.jsonl"
+        while time.monotonic() < deadline and not (
+                metrics.is_file() and len(metrics.read_text().splitlines()) >= kill_after_epoch):
+            time.sleep(0.02)
+        workers = _children(proc.pid)
+        assert len(workers) == 2, f"expected 2 workers under torchrun, found {workers}"
+        os.kill(workers[-1], signal.SIGKILL)
+    out, _ = proc.communicate(timeout=300)
+    return proc.returncode, out
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="finds torchrun's workers through /proc")
+def test_torchrun_restarts_a_killed_worker_and_the_run_ends_as_an_uninterrupted_one(tmp_path):
+    code, out = _torchrun(tmp_path / "killed", ["--max-restarts", "1"], kill_after_epoch=1)
+    assert code == 0, out[-3000:]
+    assert "resume=auto: continuing the run" in out, "the restarted workers continue the run"
+    code, out_alone = _torchrun(tmp_path / "alone")
+    assert code == 0, out_alone[-3000:]
+    a = load_checkpoint(tmp_path / "killed" / "last.pt")
+    b = load_checkpoint(tmp_path / "alone" / "last.pt")
+    assert a["epoch"] == b["epoch"] == 6
+    for key in b["model"]:  # same world size, same global batches and draws: the same weights
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+    records = [json.loads(line)["epoch"] for line in (tmp_path / "killed" / "metrics.jsonl").read_text().splitlines()]
+    assert records == [1, 2, 3, 4, 5, 6], "each epoch recorded once"
+
+
+def test_a_restart_under_torchrun_needs_a_fixed_run_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
+    cfg = tiny_cfg(tmp_path)
+    cfg["run_dir"] = None
+    with pytest.raises(C.ConfigError, match="give run_dir=DIR"):
+        train(cfg)
+
+
+def test_resume_auto_starts_a_fresh_run_and_continues_an_existing_one(tmp_path, capsys):
+    cfg = tiny_cfg(tmp_path, "resume=auto", "train.max_steps_per_epoch=2", epochs=1)
+    train(cfg)
+    assert "resume=auto: continuing" not in capsys.readouterr().out
+    train(tiny_cfg(tmp_path, "resume=auto", "train.max_steps_per_epoch=2", epochs=2))
+    assert "resume=auto: continuing the run" in capsys.readouterr().out
+    assert load_checkpoint(tmp_path / "run" / "last.pt")["epoch"] == 2
+
+
+def test_a_restarted_worker_resumes_as_with_resume_auto(tmp_path, monkeypatch, capsys):
+    train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=2", epochs=1))
+    monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
+    train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=2", epochs=2))
+    assert "resume=auto: continuing the run" in capsys.readouterr().out

@@ -191,7 +191,7 @@ def test_predict_reports_a_bad_image_on_its_own_line_and_still_prints_the_others
 
 def test_the_non_finite_loss_message_names_a_checkpoint_only_if_one_exists(tmp_path):
     with pytest.raises(NonFiniteLossError, match="No checkpoint was written yet.*optim.lr") as info:
-        train(tiny_cfg(tmp_path, "optim.lr=1e30", "train.log_every=1", epochs=1))
+        train(tiny_cfg(tmp_path, "optim.lr=1e6", "optim.weight_decay=1e6", "train.log_every=1", epochs=1))
     assert "last.pt" not in str(info.value)
 
 
@@ -199,7 +199,7 @@ def test_the_non_finite_loss_message_points_at_empty_classes(tmp_path):
     cfg = _list_tree(tmp_path, [0, 1, 1], [0, 1])
     args = [f"{k}={v}" for k, v in C.flatten(cfg["data"], "data.").items() if v is not None]
     cfg = C.resolve(None, args + ["data.num_classes=3", "data.allow_empty_classes=true", "method.name=logit_adjusted",
-                                  "model.backbone=resnet8", "optim.lr=1e30", "train.log_every=1", "train.epochs=1",
+                                  "model.backbone=resnet8", "optim.lr=1e6", "optim.weight_decay=1e6", "train.log_every=1", "train.epochs=1",
                                   "data.batch_size=1", "data.num_workers=0", f"run_dir={tmp_path / 'run'}",
                                   "train.progress=false"])
     with pytest.raises(NonFiniteLossError, match=r"classes \[2\] have no training image"):

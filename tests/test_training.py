@@ -64,7 +64,7 @@ def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_
 
 def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path, monkeypatch):
     path = tmp_path / "last.pt"
-    ckpt_mod.save_checkpoint({"epoch": 1}, path)
+    ckpt_mod.save_checkpoint({"epoch": 1, "model": {}, "config": {}}, path)
 
     def dies_mid_write(obj, f):
         f.write(b"partial bytes")
@@ -80,7 +80,7 @@ def test_a_kill_during_a_checkpoint_write_leaves_the_previous_file(tmp_path, mon
 
 def test_nan_loss_stops_with_a_clear_error(tmp_path):
     with pytest.raises(NonFiniteLossError, match="non-finite loss at epoch 1.*optim.lr"):
-        train(tiny_cfg(tmp_path, "optim.lr=1e30", "train.log_every=1", epochs=1))
+        train(tiny_cfg(tmp_path, "optim.lr=1e6", "optim.weight_decay=1e6", "train.log_every=1", epochs=1))
 
 
 def test_eval_writes_its_own_file_with_shot_accuracy_and_leaves_results_json(tmp_path, capsys):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -96,6 +96,43 @@ def build_data(cfg: Mapping[str, Any]) -> DataBundle:
     return bundle
 
 
+def build_eval_data(cfg: Mapping[str, Any], classes: Sequence[str]) -> DataBundle:
+    """The validation and test splits for evaluating a trained model, whose output ids are
+    ``classes`` (the checkpoint's class names, in order). Image folders are mapped to those ids
+    by name, so evaluation data lacking some training class (or another root altogether) scores
+    every image against the right class; a class folder the model does not know is an error
+    naming it, and so is a list label outside the model's classes. The training split is not
+    read where it need not be (``train`` is None then); the checkpoint has the counts."""
+    d = cfg["data"]
+    classes = [str(c) for c in classes]
+    if d["name"] == "folder":
+        root = _root(d)
+        mk = lambda sub: FileListDataset(*scan_image_folder(os.path.join(root, sub), classes, known_as="the model")[:2],
+                                         len(classes), classes, name=os.path.join(root, sub),
+                                         max_pixels=d["max_image_pixels"])
+        return DataBundle("folder", None, mk(d["test_dir"]), mk(d["val_dir"]) if d["val_dir"] else None, len(classes),
+                          classes, _info(d, 224, IMAGENET_MEAN, IMAGENET_STD, small=False))
+    if d["name"] == "list" or d["name"] in LIST_PRESETS:
+        root = _root(d)
+        preset = LIST_PRESETS.get(d["name"], {})
+        lists = {s: _list_path(root, d[f"{s}_list"] or preset.get(s)) for s in ("val", "test")}
+        if not lists["test"]:
+            raise DataError("list datasets need data.test_list (a file of 'path label' lines)")
+        mk = lambda s: (FileListDataset(*parse_list_file(lists[s], root, len(classes)), len(classes), classes,
+                                        name=lists[s], max_pixels=d["max_image_pixels"]) if lists[s] else None)
+        info = _info(d, 224, preset.get("mean", IMAGENET_MEAN), preset.get("std", IMAGENET_STD), small=False)
+        return DataBundle(d["name"], None, mk("test"), mk("val"), len(classes), classes, info)
+    bundle = build_data(cfg)  # fixed class lists (CIFAR, digits): only the names can disagree
+    if list(bundle.classes) != classes:
+        raise DataError(f"the model's classes {_short_list(classes)} are not those of {bundle.name!r} "
+                        f"{_short_list(bundle.classes)}")
+    return bundle
+
+
+def _short_list(names: Sequence[str]) -> str:
+    return str(list(names[:8]))[:-1] + (", ...]" if len(names) > 8 else "]")
+
+
 def _root(d: Mapping) -> str:
     root = d["root"]
     if not root:
@@ -117,7 +154,8 @@ def _build_list(name: str, d: Mapping) -> DataBundle:
     lists = {s: _list_path(root, d[f"{s}_list"] or preset.get(s)) for s in ("train", "val", "test")}
     if not lists["train"] or not lists["test"]:
         raise DataError("list datasets need data.train_list and data.test_list (files of 'path label' lines)")
-    parsed = {s: parse_list_file(p, root) for s, p in lists.items() if p}
+    known = d["num_classes"] or preset.get("num_classes")
+    parsed = {s: parse_list_file(p, root, known) for s, p in lists.items() if p}
     train_labels = set(parsed["train"][1].tolist())
     for split in ("val", "test"):
         unseen = sorted(set(parsed[split][1].tolist()) - train_labels) if split in parsed else []
@@ -125,7 +163,7 @@ def _build_list(name: str, d: Mapping) -> DataBundle:
             raise DataError(f"{lists[split]}: labels {unseen[:20]}{' ...' if len(unseen) > 20 else ''} have no "
                             f"training image in {lists['train']}; their images could not be scored fairly. Add "
                             "training images for them or remove them from the list")
-    num_classes = d["num_classes"] or preset.get("num_classes") or int(parsed["train"][1].max()) + 1
+    num_classes = known or int(parsed["train"][1].max()) + 1
     classes = [str(i) for i in range(num_classes)]
     mk = lambda s: (FileListDataset(*parsed[s], num_classes, classes, name=lists[s], max_pixels=d["max_image_pixels"])
                     if s in parsed else None)

@@ -151,17 +151,26 @@ class FileListDataset(LabeledImages):
             raise
 
 
-def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+# A list file without data.num_classes implies max(label) + 1 classes; a typo label (1000000000)
+# would build that many class names, so an implied count above this is refused.
+MAX_IMPLIED_CLASSES = 100_000
+
+
+def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike,
+                    num_classes: Optional[int] = None) -> tuple[list[str], np.ndarray]:
     """Read a ``relative/path label`` list (ImageNet-LT / Places-LT / iNaturalist convention).
 
-    Blank lines and lines starting with ``#`` are skipped. A malformed line raises
-    :class:`DataError` naming the file and the line number.
+    Blank lines and lines starting with ``#`` are skipped; a UTF-8 byte-order mark is dropped.
+    Paths are taken byte for byte: bytes that are not UTF-8 (a Latin-1 list) stay the bytes of
+    the file name they spell. Labels must be below ``num_classes`` when it is given, else below
+    :data:`MAX_IMPLIED_CLASSES`. A malformed line raises :class:`DataError` naming the file and
+    the line number.
     """
     list_path = Path(list_path)
     if not list_path.is_file():
         raise DataError(f"list file not found: {list_path}")
     paths, labels = [], []
-    with open(list_path, encoding="utf-8") as f:
+    with open(list_path, encoding="utf-8-sig", errors="surrogateescape") as f:
         for lineno, line in enumerate(f, start=1):
             text = line.strip()
             if not text or text.startswith("#"):
@@ -176,6 +185,12 @@ def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike) -> tu
                 raise DataError(f"{list_path}:{lineno}: label {lab!r} is not an integer") from None
             if label < 0:
                 raise DataError(f"{list_path}:{lineno}: label {label} is negative")
+            if num_classes is not None and label >= num_classes:
+                raise DataError(f"{list_path}:{lineno}: label {label} is out of range [0, {num_classes - 1}] "
+                                f"({num_classes} classes; data.num_classes)")
+            if num_classes is None and label >= MAX_IMPLIED_CLASSES:
+                raise DataError(f"{list_path}:{lineno}: label {label} would mean {label + 1} classes; if that is "
+                                "intended set data.num_classes, else correct the label")
             paths.append(os.path.join(str(root), rel))
             labels.append(label)
     if not paths:
@@ -183,9 +198,11 @@ def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike) -> tu
     return paths, np.asarray(labels, dtype=np.int64)
 
 
-def scan_image_folder(folder: str | os.PathLike, classes: Optional[Sequence[str]] = None
-                      ) -> tuple[list[str], np.ndarray, list[str]]:
-    """``folder/<class>/<image>``: returns paths, labels and the class names (sorted)."""
+def scan_image_folder(folder: str | os.PathLike, classes: Optional[Sequence[str]] = None,
+                      known_as: str = "the training split") -> tuple[list[str], np.ndarray, list[str]]:
+    """``folder/<class>/<image>``: returns paths, labels and the class names (sorted, or
+    ``classes``: the ids are their positions there, and a class folder not among them is an
+    error saying that ``known_as`` lacks it)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"image folder not found: {folder}")
@@ -196,7 +213,7 @@ def scan_image_folder(folder: str | os.PathLike, classes: Optional[Sequence[str]
     else:
         extra = sorted(d.name for d in folder.iterdir() if d.is_dir() and d.name not in classes)
         if extra:
-            raise DataError(f"{folder} has class folders that the training split lacks: {', '.join(extra[:20])}"
+            raise DataError(f"{folder} has class folders that {known_as} lacks: {', '.join(extra[:20])}"
                             f"{' ...' if len(extra) > 20 else ''}; their images could not be scored. Add training "
                             "images for them or remove them")
     index = {c: i for i, c in enumerate(classes)}

@@ -36,7 +36,10 @@ class GlobalBatches:
     """Global batches of one epoch's sampler order and this rank's share of each.
 
     A last global batch shorter than ``batch_size`` is kept unless ``drop_last``; under N ranks
-    it is cut to a multiple of N (every rank must hold the same number of samples)."""
+    it is cut to a multiple of N (every rank must hold the same number of samples). A last batch
+    that would give each rank a single image is dropped: BatchNorm cannot normalise one image
+    (a projection head's BatchNorm1d raises), so it is left out whatever the method
+    (:attr:`dropped_single`)."""
 
     def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool, world_size: int = 1, rank: int = 0):
         if batch_size % world_size:
@@ -50,9 +53,15 @@ class GlobalBatches:
         sizes = [b] * (n // b)
         rest = n % b
         rest -= rest % self.world_size
-        if rest and not self.drop_last:
+        if rest > self.world_size and not self.drop_last:
             sizes.append(rest)
         return sizes
+
+    @property
+    def dropped_single(self) -> bool:
+        """Whether the epoch's last batch is left out for holding one image per rank."""
+        rest = self.sampler.total % self.batch_size
+        return not self.drop_last and rest - rest % self.world_size == self.world_size
 
     def __len__(self) -> int:
         return len(self.sizes())

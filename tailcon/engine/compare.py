@@ -71,12 +71,43 @@ def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
             for seed in seeds for path, name, kept, skipped in resolved]
 
 
+def check_reusable(specs: Sequence[RunSpec]) -> None:
+    """Every run directory that already holds a run was made with the requested config (keys
+    that cannot change a result excepted), with at most as many epochs: a comparison never
+    shows figures of another budget under this command. Checked for all runs before any trains."""
+    from .stages import config_differences
+
+    for spec in specs:
+        run = RunDir(spec.run_dir)
+        if not run.config.is_file():
+            continue
+        saved = C.load_yaml(run.config)
+        diff = config_differences(saved, spec.cfg)
+        epochs, wanted = int(C.get(saved, "train.epochs", 0)), int(spec.cfg["train"]["epochs"])
+        if wanted < epochs:
+            diff.append(f"train.epochs: {epochs} -> {wanted}")
+        if diff:
+            raise C.ConfigError(f"{spec.run_dir} holds a run of another config than the one requested ("
+                                + "; ".join(diff) + "): its figures would not be this comparison's. Give another "
+                                "--out for this budget (more train.epochs alone continues the runs)")
+
+
+def _finished(spec: RunSpec) -> bool:
+    """The run has its results at the requested budget (one finished at fewer epochs has not)."""
+    run = RunDir(spec.run_dir)
+    if not run.results.is_file():
+        return False
+    wanted = C.get(spec.cfg, "train.epochs")
+    return wanted is None or not run.config.is_file() or C.get(C.load_yaml(run.config), "train.epochs") == wanted
+
+
 def run_all(specs: Sequence[RunSpec]) -> None:
     from . import stages
 
+    check_reusable(specs)
     for i, spec in enumerate(specs):
         run = RunDir(spec.run_dir)
-        done = run.results.is_file()
+        done = _finished(spec)
         print(f"tailcon compare [{i + 1}/{len(specs)}] {spec.name} seed {spec.seed}: "
               f"{'finished, reading it back' if done else 'training'} ({spec.run_dir})", flush=True)
         if spec.skipped:
@@ -114,7 +145,7 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     rows: dict[str, dict[str, Any]] = {}
     for spec in specs:
         run = RunDir(spec.run_dir)
-        res = run.read_results()
+        res = run.read_results() if _finished(spec) else None
         if res is None:
             why = run.failed.read_text().strip() if run.failed.is_file() else "not finished"
             rows.setdefault(spec.name, {"name": spec.name, "method": spec.cfg["method"]["name"], "seeds": [],
@@ -231,6 +262,7 @@ def compare(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[st
             train_runs: bool = True) -> list[dict[str, Any]]:
     out = Path(out)
     specs = plan(configs, seeds, overrides, out)
+    check_reusable(specs)
     if train_runs:
         run_all(specs)
     rows = collect(specs)

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 
 from .. import config as C
 from .. import distributed as D
-from ..data import ArrayDataset, ImageInfo, build_data, build_eval_transform
+from ..data import ArrayDataset, ImageInfo, build_eval_data, build_eval_transform
 from ..methods import Method, build_method
 from .device import autocast_context, resolve_device
 from .metrics import evaluation_metrics, format_report
@@ -191,7 +191,8 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     C.check_keys(over, C.DEFAULTS)
     cfg = C.validate(C.merge(C.complete(ckpt["config"]), over))
     device = resolve_device(cfg["device"])
-    data = build_data(cfg)
+    classes = [str(c) for c in (ckpt.get("classes") or range(int(ckpt["num_classes"])))]
+    data = build_eval_data(cfg, classes)  # classes mapped to the model's ids by name
     if split == "val" and data.val is None:
         raise C.ConfigError(f"dataset {data.name!r} has no validation split")
     counts = ckpt["cls_num_list"]
@@ -206,6 +207,11 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
         tm, chosen = _tau_norm(method, data, cfg, device, split, tau_norm, counts)
         rows.append((f"tau-normalised, tau={chosen['tau']:g}", tm))
     print(format_report(rows, title=f"{ckpt_path}: {split} split, {m['num_images']} images"))
+    missing = [c for c, acc in zip(classes, m["per_class"]) if acc is None]
+    if missing:
+        print(f"note: {len(missing)} of the model's {len(classes)} classes have no image in this split: "
+              f"{', '.join(missing[:20])}{' ...' if len(missing) > 20 else ''}; their accuracy is empty and the "
+              "group figures are means over the classes present")
     if tau_norm is not None:
         if chosen["selected_on"] == "test":
             print("note: tau was picked on the TEST split (the dataset has no validation split): the tau-normalised "
@@ -215,7 +221,8 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     best = ckpt.get("best")
     if best and best.get("selected_on") == "test":
         print("note: best.pt of this run was selected on the test split (the dataset has no validation split)")
-    results = {**m, "split": split, "checkpoint": ckpt_path.name, "epoch": ckpt["epoch"], "best": best}
+    results = {**m, "split": split, "checkpoint": ckpt_path.name, "epoch": ckpt["epoch"], "best": best,
+               "missing_classes": missing}
     out = RunDir(ckpt_path.parent).eval_file(ckpt_path, split)
     write_shown_figures(out, results)
     print(f"tailcon eval: wrote {out}")

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import math
 import os
+import sys
 import uuid
 import warnings
 from typing import Any, Mapping
 
-from .rundir import RunDir, atomic_write_text
+from .rundir import RunDir, RunDirError, atomic_write_text
 
 
 class RunLogger:
@@ -38,9 +39,8 @@ class RunLogger:
         """Drop records of epochs > ``epoch`` (logged by a run killed before its checkpoint)."""
         if not self.enabled or not self.metrics_path.is_file():
             return
-        kept = [line for line in self.metrics_path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("epoch", 0) <= epoch]
-        atomic_write_text(self.metrics_path, "".join(line + "\n" for line in kept))
+        kept = [r for r in read_metrics(self.metrics_path.parent) if r.get("epoch", 0) <= epoch]
+        atomic_write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in kept))
 
     def log_epoch(self, record: Mapping[str, Any]) -> None:
         if not self.enabled:
@@ -102,7 +102,26 @@ def _scalars(record: Mapping[str, Any], prefix: str = ""):
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict]:
+    """The run's epoch records. A last line cut short (a kill or a full disk mid-write) is
+    dropped with a warning naming the file and line: that epoch's checkpoint was written before
+    its record, so resuming re-evaluates it. A damaged line elsewhere is an error naming them."""
     path = RunDir(run_dir).metrics
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(n, line) for n, line in enumerate(path.read_text(encoding="utf-8", errors="replace").splitlines(), 1)
+             if line.strip()]
+    records = []
+    for i, (lineno, line) in enumerate(lines):
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a JSON {type(record).__name__}, not an object")
+        except ValueError as e:  # json.JSONDecodeError is a ValueError
+            if i == len(lines) - 1:
+                print(f"tailcon: warning: {path}:{lineno}: dropped a torn last record (a write cut short): {e}",
+                      file=sys.stderr)
+                break
+            raise RunDirError(f"{path}:{lineno}: damaged record ({e}); only a torn last line can be dropped safely. "
+                              "Repair or remove that line") from None
+        records.append(record)
+    return records

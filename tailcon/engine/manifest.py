@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
+import os
 import platform
 import socket
 import subprocess
@@ -58,7 +59,7 @@ def data_fingerprint(train, cls_num_list) -> dict[str, Any]:
         paths = [Path(p) for p in train.paths]
         common = Path(*_common_parts(paths)) if paths else Path()
         for p in paths:
-            h.update(str(p.relative_to(common) if common.parts else p).encode() + b"\n")
+            h.update(os.fsencode(p.relative_to(common) if common.parts else p) + b"\n")  # names need not be UTF-8
         kind = "file paths"
     else:
         kind = "labels only"

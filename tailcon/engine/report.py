@@ -221,11 +221,11 @@ def outputs_on_test_split(run_dir: Path, max_points: int, device: Optional[str] 
     """Predicted classes for the whole test set and features of up to ``max_points`` test images."""
     from torch.utils.data import DataLoader
 
-    from ..data import build_data, build_eval_transform
+    from ..data import build_eval_data, build_eval_transform
     from ..inference import load
 
     predictor = load(run_dir, device=device)
-    data = build_data(predictor.config)
+    data = build_eval_data(predictor.config, predictor.classes)
     predictor.model.eval()
     data.test.transform = build_eval_transform(data.info)
     loader = DataLoader(data.test, batch_size=256, shuffle=False, num_workers=0)

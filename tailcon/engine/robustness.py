@@ -56,10 +56,10 @@ def corruption_errors(predictors: dict[str, Any], names: Sequence[str], severiti
                       cifar_c: Optional[str] = None) -> dict[str, dict]:
     """Top-1 error (%) of each predictor: {"clean": e, "errors": {corruption: {severity: e}}}.
     ``cifar_c``: read the released CIFAR-C arrays instead of corrupting on the fly."""
-    from ..data import ArrayDataset, build_data
+    from ..data import ArrayDataset, build_eval_data
 
     first = next(iter(predictors.values()))
-    data = build_data(first.config)
+    data = build_eval_data(first.config, first.classes)
     out = {k: {"clean": None, "errors": {n: {} for n in names}} for k in predictors}
     test = data.test
     if isinstance(test, ArrayDataset):

@@ -20,10 +20,13 @@ moved or evaluated from anywhere.
 from __future__ import annotations
 
 import datetime as _dt
+import errno
 import json
 import os
 import pickle
+import re
 import socket
+import stat
 import sys
 import tempfile
 from pathlib import Path
@@ -92,7 +95,38 @@ def write_shown_figures(path: str | os.PathLike, figures: Any) -> None:
 
 
 def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
-    atomic_write_bytes(path, lambda f: torch.save(state, f))
+    """Write a checkpoint atomically. A failed write (full disk, file size limit, read-only
+    directory) is a :class:`RunDirError` naming the file; the previous checkpoint is intact."""
+    try:
+        atomic_write_bytes(path, lambda f: torch.save(state, f))
+    except (OSError, RuntimeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        kept = f"the previous {Path(path).name} is intact" if Path(path).is_file() else "no earlier checkpoint exists"
+        raise RunDirError(f"could not write checkpoint {path} ({why}); {kept}. Free space or raise the limit, "
+                          f"then resume={Path(path).parent}") from None
+
+
+def is_temporary_of(name: str, files: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a temporary file :func:`atomic_replace` made for one of ``files``
+    (``.last.pt.k3j_9xq2.tmp``), left behind when the writer was killed."""
+    return any(re.fullmatch(re.escape(f".{f}.") + r"[A-Za-z0-9_]+\.tmp", name) for f in files)
+
+
+# what only a run's training process writes: its leftovers are stale once that process holds the lock
+TRAINING_FILES = (CONFIG, METRICS, RESULTS, MANIFEST, STAGES, "last.pt", "best.pt")
+
+
+def remove_stale_temporaries(run: "RunDir") -> list[Path]:
+    """Delete the temporaries that a killed training process left in ``run`` and its stages
+    (as large as a checkpoint each). Call with the run's lock held: no live writer then."""
+    removed = []
+    for folder in [run.path] + [d.path for d in run.stage_dirs() if d.path != run.path]:
+        if folder.is_dir():
+            for p in folder.iterdir():
+                if is_temporary_of(p.name, TRAINING_FILES) and p.is_file():
+                    p.unlink(missing_ok=True)
+                    removed.append(p)
+    return removed
 
 
 # what only resuming training needs: inference never reads it
@@ -108,10 +142,7 @@ def load_checkpoint(path: str | os.PathLike, which: str = "last", for_inference:
     read from disk (momentum buffers are as large as the model)."""
     path = resolve_checkpoint(path, which)
     try:
-        if for_inference:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-            return {k: v for k, v in ckpt.items() if k not in TRAINING_ONLY}
-        return torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = _load_mapped(path) if for_inference else torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         why = [line.strip().split(" Please use")[0] for line in str(e).splitlines() if "Unsupported global" in line]
         raise RunDirError(f"refusing to load {path}: it holds Python objects other than tensors and plain "
@@ -119,6 +150,36 @@ def load_checkpoint(path: str | os.PathLike, which: str = "last", for_inference:
                           f"loads without them){': ' + why[0] if why else ''}") from None
     except Exception as e:  # a truncated or foreign file
         raise RunDirError(f"cannot read checkpoint {path}: {e}") from None
+    if not isinstance(ckpt, dict) or not {"model", "config"} <= set(ckpt):
+        raise RunDirError(f"{path} is not a tailcon checkpoint (no 'model' and 'config' entries: a plain state dict?). "
+                          f"To start a run from its weights: model.pretrained={path}")
+    return {k: v for k, v in ckpt.items() if k not in TRAINING_ONLY} if for_inference else ckpt
+
+
+def _load_mapped(path: Path, attempts: int = 10) -> Any:
+    """``torch.load(mmap=True)`` of a file that training may be replacing right now. Loading
+    reads the archive's index and maps its data in separate opens: should the file be replaced
+    in between (an atomic checkpoint write), the halves would come from two files. So the load
+    counts only if the file is the same (inode and time) before and after, else it is repeated."""
+    for attempt in range(attempts):
+        before = os.stat(path)
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:
+            if attempt + 1 < attempts and _replaced(path, before):
+                continue
+            raise
+        if not _replaced(path, before):
+            return ckpt
+    raise RunDirError(f"cannot read checkpoint {path}: it was replaced {attempts} times while being read")
+
+
+def _replaced(path: Path, before: os.stat_result) -> bool:
+    try:
+        now = os.stat(path)
+    except FileNotFoundError:
+        return True
+    return (now.st_ino, now.st_mtime_ns, now.st_size) != (before.st_ino, before.st_mtime_ns, before.st_size)
 
 
 # ---- paths ---------------------------------------------------------------------------------------
@@ -253,9 +314,23 @@ class RunLock:
             import fcntl
         except ImportError:
             return self
-        self._made_dir = not self.path.parent.exists()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+        folder = self.path.parent
+        if folder.exists() and not folder.is_dir():
+            raise RunDirError(f"run_dir={folder} is a file, not a directory; give another run_dir=")
+        self._made_dir = not folder.exists()
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # never follow a link: a .lock pointing elsewhere would have its target truncated
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0), 0o666)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                raise RunDirError(f"{self.path} is a symbolic link; a run's lock must be a plain file (writing it would "
+                                  "overwrite what the link points to): remove the link") from None
+            raise RunDirError(f"cannot write the run's lock file {self.path} ({e.strerror or e}); a run needs a "
+                              "writable run directory: fix it or give another run_dir=") from None
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise RunDirError(f"{self.path} is not a regular file; a run's lock must be one: remove it")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:

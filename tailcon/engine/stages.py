@@ -8,6 +8,7 @@ runs them one after the other in ``RUN_DIR/<stage>``; a finished stage is skippe
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -15,7 +16,8 @@ from .. import config as C
 from .. import distributed as D
 from ..methods import get_method
 from .device import resolve_amp, resolve_device
-from .rundir import RunDir, RunDirError, RunLock, atomic_write_text, load_checkpoint, run_dir_of, unique_run_dir
+from .rundir import (CHECKPOINTS, TENSORBOARD, TRAINING_FILES, RunDir, RunDirError, RunLock, atomic_write_text,
+                     load_checkpoint, remove_stale_temporaries, run_dir_of, unique_run_dir)
 
 # Keys a resumed run may change: none of them can change what was computed so far.
 RESUME_MAY_DIFFER = frozenset({
@@ -69,13 +71,19 @@ def claim_run_dir(cfg: dict[str, Any]) -> Optional[RunLock]:
             lock = _claim(cfg)
         except (RunDirError, C.ConfigError) as e:
             error = e
-    cfg["run_dir"], error = D.broadcast_object((cfg["run_dir"], error))  # every rank stops together
+    # every rank stops together, and continues (or starts) what rank 0 decided
+    cfg["run_dir"], cfg["resume"], error = D.broadcast_object((cfg["run_dir"], cfg["resume"], error))
     if error is not None:
         raise error
     return lock
 
 
 def _claim(cfg: dict[str, Any]) -> RunLock:
+    if cfg["resume"] == "auto":  # continue run_dir if it holds a run, else start it
+        run = RunDir(cfg["run_dir"])
+        cfg["resume"] = str(run.path) if run.holds_run() else None
+        if cfg["resume"]:
+            print(f"tailcon: resume=auto: continuing the run in {run.path}")
     if cfg["resume"]:
         resume = Path(cfg["resume"])
         if not resume.exists():
@@ -87,7 +95,9 @@ def _claim(cfg: dict[str, Any]) -> RunLock:
         saved, done = _saved_state(run, resume)  # checkpoints are written atomically: safe to read unlocked
         if saved is not None:
             check_resumable(saved, cfg, done, run.path)  # a refused resume touches nothing, not even the lock
-        return run.lock().acquire()
+        lock = run.lock().acquire()
+        _clean_stale(run)
+        return lock
     run = RunDir(cfg["run_dir"] or unique_run_dir(cfg["name"]))
     cfg["run_dir"] = str(run.path)
     if run.holds_run():  # checked before the lock file is made: a refused run changes nothing
@@ -97,6 +107,31 @@ def _claim(cfg: dict[str, Any]) -> RunLock:
         lock.release()
         raise RunDirError(_occupied(run))
     return lock
+
+
+def remove_unstarted(run: RunDir) -> None:
+    """A fresh run that failed before its first checkpoint (bad data, a backbone that does not
+    fit the images, an interrupt in epoch 1) leaves nothing behind: the files it wrote are
+    removed, so the same command can simply be run again. Anything with a checkpoint is kept."""
+    dirs = run.stage_dirs()
+    if any(d.checkpoint(w).is_file() for d in dirs for w in CHECKPOINTS):
+        return
+    for d in dirs + ([run] if dirs != [run] else []):
+        if not d.path.is_dir():
+            continue
+        for name in TRAINING_FILES + (TENSORBOARD, "wandb"):
+            p = d.path / name
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            elif p.is_file() or p.is_symlink():
+                p.unlink(missing_ok=True)
+        if d is not run and not any(d.path.iterdir()):
+            d.path.rmdir()
+
+
+def _clean_stale(run: RunDir) -> None:
+    for p in remove_stale_temporaries(run):
+        print(f"tailcon: removed {p}, a temporary file left by a killed write")
 
 
 def _occupied(run: RunDir) -> str:
@@ -111,6 +146,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint."""
     D.init_from_env()  # under torchrun: join the process group
     cfg = C.validate(cfg)
+    elastic_resume(cfg)
     resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # before any directory is touched
     lock = claim_run_dir(cfg)
     try:
@@ -120,9 +156,29 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
             D.barrier()
             return result
         return _train_stages(cfg, stages)
+    except BaseException:
+        if not cfg["resume"] and D.is_main_process():
+            remove_unstarted(RunDir(cfg["run_dir"]))
+        raise
     finally:
         if lock is not None:
             lock.release()
+
+
+def elastic_resume(cfg: dict[str, Any]) -> None:
+    """torchrun ``--max-restarts N`` restarts every worker after one fails; the restarted
+    workers must continue the run, not start another. So a run under restarts needs a fixed
+    ``run_dir``, and a restarted worker (``TORCHELASTIC_RESTART_COUNT`` > 0) resumes as with
+    ``resume=auto``."""
+    import os
+
+    if cfg["resume"] == "auto" and not cfg["run_dir"]:
+        raise C.ConfigError("resume=auto continues the run in run_dir=, which is not set: give run_dir=DIR")
+    if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and not cfg["run_dir"]:
+        raise C.ConfigError("torchrun --max-restarts: give run_dir=DIR, so that restarted workers continue the run "
+                            "(a default run_dir is new at every start)")
+    if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0 and not cfg["resume"]:
+        cfg["resume"] = "auto"
 
 
 def _train_stages(cfg: dict[str, Any], stages: list[tuple[str, dict]]) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import torch
 from .. import config as C
 from .. import distributed as D
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
-from ..data.loaders import seed_everything
+from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
 from ..models.sync_batchnorm import convert_sync_batchnorm
 from .device import autocast_context, resolve_amp, resolve_device
@@ -112,6 +112,10 @@ class Trainer:
         self.sampler = EpochSampler(self.data.train.targets, cfg["data"]["sampler"], seed=self.seed)
         self.loader = self._train_loader(self.data.train, self.sampler, self.seed, self.method.view_recipes(),
                                          self.method.train_transform(info))
+        d = cfg["data"]
+        if GlobalBatches(self.sampler, int(d["batch_size"]), bool(d["drop_last"]), self.world_size).dropped_single:
+            self.log(f"tailcon: note: each epoch's last batch would hold one image per process ({len(self.data.train)} "
+                     f"images, batch {d['batch_size']}); BatchNorm cannot normalise one image, so it is left out")
         self.paired_loader = None
         if paired is not None:
             sampler_mode, recipes = paired
