@@ -8,10 +8,14 @@ Within ``--budget-s`` seconds, in this order, each part's figures written as soo
 1. ``smoke``: every registered method trains a few steps through the device pipeline with bf16
    autocast, then with ``train.compile=true`` (GPU only); a folder of JPEGs this script writes is
    trained through the GPU JPEG decode path. ``{name: "ok" or the error}``.
-2. ``bench``: ``tailcon bench`` of BCL and ResCom on CIFAR-10-LT: ``images_per_s``, ``peak_memory_mb``.
-3. ``recipes``: the BCL CIFAR-10-LT IF100 recipe unchanged (200 epochs, evaluated every epoch), then
-   ResCom's with whatever budget is left, each in its own process, stopped cleanly at the deadline:
-   ``{config: {epochs_done, wall_s, top1_final, top1_best, many, medium, few, finished}}``.
+2. ``bench``: ``tailcon bench`` of each recipe below, alone on the GPU: ``images_per_s``,
+   ``peak_memory_mb``.
+3. ``recipes``: the CIFAR-10-LT IF100 recipes unchanged (BCL, ResCom with both schedules, ProCo,
+   logit-adjusted CE; BCL also in bf16), all at once, each in its own process and run directory:
+   one ResNet-32 job at batch 128-256 leaves most of an H100 idle. Stopped cleanly at the deadline:
+   ``{config: {epochs_done, wall_s, top1_final, top1_best, many, medium, few, finished,
+   images_per_s, images_per_s_alone, concurrency_cost}}``, where ``images_per_s`` is the run's
+   mean training speed beside the others and ``concurrency_cost`` = 1 - that / the bench figure.
    What the budget did not reach is listed under ``not_reached``.
 
 ``--data DIR`` holds ``cifar-10-batches-py/``, or the image archive ``cifar10-images.tar.gz`` and
@@ -40,8 +44,13 @@ import torch  # noqa: E402
 from tailcon import config as C  # noqa: E402
 from tailcon.engine.rundir import atomic_write_text  # noqa: E402
 
-RECIPES = ("cifar10_lt/bcl", "cifar10_lt/rescom")
-BENCH = ("cifar10_lt/bcl", "cifar10_lt/rescom")
+# name -> (shipped config, extra overrides); all run at once, the most wanted first
+RECIPES = {"cifar10_lt/bcl": ("cifar10_lt/bcl", []),
+           "cifar10_lt/rescom": ("cifar10_lt/rescom", []),
+           "cifar10_lt/rescom_constant_lr": ("cifar10_lt/rescom_constant_lr", []),
+           "cifar10_lt/proco": ("cifar10_lt/proco", []),
+           "cifar10_lt/logit_adjusted": ("cifar10_lt/logit_adjusted", []),
+           "cifar10_lt/bcl+bf16": ("cifar10_lt/bcl", ["train.amp=bf16"])}  # accuracy of bf16 against fp32
 
 
 class Check:
@@ -178,30 +187,61 @@ def bench(check: Check, configs: dict[str, list[str]], steps: int, warmup: int) 
 
 
 def recipe(check: Check, name: str, args: list[str], run_dir: Path, min_s: float = 30) -> None:
-    """Train one config in its own process until it ends or the budget does (then SIGINT: the
-    epoch in progress is lost, every finished one is in the run directory). Not started with
-    less than ``min_s`` seconds left."""
+    """One config in its own process (:func:`run_recipes`)."""
+    run_recipes(check, {name: (args, run_dir)}, min_s=min_s)
+
+
+def run_recipes(check: Check, jobs: dict[str, tuple[list[str], Path]], min_s: float = 30) -> None:
+    """Train every config at once, each in its own process and run directory, until each ends
+    or the budget does (then SIGINT to those still running: the epoch in progress is lost,
+    every finished one is in its run directory). Not started with less than ``min_s`` seconds
+    left. Each result is written as soon as its process ends."""
     if check.left() < min_s:
-        check.report["not_reached"].append(f"recipe {name}")
+        check.report["not_reached"].extend(f"recipe {name}" for name in jobs)
+        check.save()
         return
-    resume = [f"resume={run_dir}"] if (run_dir / "last.pt").is_file() else [f"run_dir={run_dir}"]
-    cmd = [sys.executable, "-m", "tailcon.cli", "train", *args, *resume, "--no-progress"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")])}
-    check.log(f"recipe {name}: {' '.join(cmd[2:])} ({check.left():.0f} s left)")
-    start = time.monotonic()
-    with open(check.out / f"{name.replace('/', '-')}.log", "a") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
-        try:
-            proc.wait(timeout=max(1.0, check.left()))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-    check.report["recipes"][name] = summarise_run(run_dir, time.monotonic() - start, proc.returncode)
-    check.log(f"recipe {name}: {check.report['recipes'][name]}")
+    running, logs, start = {}, [], time.monotonic()
+    for name, (args, run_dir) in jobs.items():
+        resume = [f"resume={run_dir}"] if (run_dir / "last.pt").is_file() else [f"run_dir={run_dir}"]
+        cmd = [sys.executable, "-m", "tailcon.cli", "train", *args, *resume, "--no-progress"]
+        check.log(f"recipe {name}: {' '.join(cmd[2:])} ({check.left():.0f} s left)")
+        log = open(check.out / f"{name.replace('/', '-')}.log", "a")
+        logs.append(log)
+        running[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    try:
+        while running:
+            for name, proc in list(running.items()):
+                if proc.poll() is not None:
+                    _record(check, name, jobs[name][1], time.monotonic() - start, proc.returncode)
+                    del running[name]
+            if running and check.left() <= 0:
+                for proc in running.values():
+                    proc.send_signal(signal.SIGINT)
+                for name, proc in running.items():
+                    try:
+                        proc.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        proc.kill()
+                        proc.wait()
+                    _record(check, name, jobs[name][1], time.monotonic() - start, proc.returncode)
+                running = {}
+            time.sleep(0.2)
+    finally:
+        for proc in running.values():  # interrupted ourselves: leave no training process behind
+            proc.kill()
+        for log in logs:
+            log.close()
+
+
+def _record(check: Check, name: str, run_dir: Path, wall_s: float, returncode: int) -> None:
+    result = summarise_run(run_dir, wall_s, returncode)
+    alone = check.report["bench"].get(name, {}).get("images_per_s")
+    result["images_per_s_alone"] = alone
+    result["concurrency_cost"] = (round(1 - result["images_per_s"] / alone, 3)
+                                  if alone and result["images_per_s"] else None)
+    check.report["recipes"][name] = result
+    check.log(f"recipe {name}: {result}")
     check.save()
 
 
@@ -214,8 +254,10 @@ def summarise_run(run_dir: Path, wall_s: float, returncode: int) -> dict:
     tested = [r for r in records if "test" in r]
     results = run.read_results()
     last = results or (tested[-1]["test"] if tested else {})
+    speeds = [r["images_per_s"] for r in records if r.get("images_per_s")]
     return {"epochs_done": records[-1]["epoch"] if records else 0, "wall_s": round(wall_s, 1),
             "finished": results is not None, "exit_code": returncode,
+            "images_per_s": round(sum(speeds) / len(speeds), 1) if speeds else None,
             "top1_final": last.get("top1"), "top1_best": max((r["test"]["top1"] for r in tested), default=None),
             "many": last.get("many"), "medium": last.get("medium"), "few": last.get("few")}
 
@@ -234,23 +276,24 @@ def main(argv=None) -> int:
         base = ["device=cpu", "data.batch_size=16", "data.num_workers=0", "model.backbone=resnet8",
                 "train.progress=false"]
         embedded = str(REPO / "tailcon" / "configs" / "digits_lt.yaml")
-        bench_cfgs = {f"digits_lt/{m}": [embedded, f"method.name={m}", *base[1:], *(["method.k_neg=20"] if m == "rescom"
-                                                                                   else [])]
-                      for m in ("bcl", "rescom")}
-        recipes = {"digits_lt/logit_adjusted": [embedded, "train.epochs=2", "train.max_steps_per_epoch=2",
-                                                "train.eval_every=1", "device=cpu"]}
+        toy = {"bcl": [], "logit_adjusted": []}  # two jobs side by side: the concurrent launch, at toy size
+        bench_cfgs = {f"digits_lt/{m}": [embedded, f"method.name={m}", *base[1:], *extra] for m, extra in toy.items()}
+        recipes = {f"digits_lt/{m}": [embedded, f"method.name={m}", "train.epochs=2", "train.max_steps_per_epoch=2",
+                                      "train.eval_every=1", "device=cpu", "data.batch_size=16", "model.backbone=resnet8",
+                                      "data.num_workers=0", *extra] for m, extra in toy.items()}
         steps, warmup = 2, 1
     else:
         root = prepare_cifar(args.data, args.out)
         base = ["data.name=cifar10_lt", f"data.root={root}", "data.batch_size=128", "train.progress=false",
                 "data.num_workers=4"]
-        bench_cfgs = {c: [str(REPO / "configs" / f"{c}.yaml"), f"data.root={root}"] for c in BENCH}
-        recipes = {c: [str(REPO / "configs" / f"{c}.yaml"), f"data.root={root}", "train.eval_every=1"] for c in RECIPES}
+        recipes = {name: [config, f"data.root={root}", "train.eval_every=1", *extra]
+                   for name, (config, extra) in RECIPES.items()}
+        bench_cfgs = {name: args[:2] + args[3:] for name, args in recipes.items()}
         steps, warmup = 30, 10
     smoke(check, base, args.dry_run)
     bench(check, bench_cfgs, steps, warmup)
-    for name, recipe_args in recipes.items():
-        recipe(check, name, recipe_args, args.out / "runs" / name.replace("/", "-"))
+    run_recipes(check, {name: (recipe_args, args.out / "runs" / name.replace("/", "-").replace("+", "-"))
+                        for name, recipe_args in recipes.items()})
     failed = [k for k, v in check.report["smoke"].items() if v != "ok"]
     check.log(f"done: {len(check.report['smoke']) - len(failed)}/{len(check.report['smoke'])} smoke tests ok"
               f"{'; failed: ' + ', '.join(failed) if failed else ''}; not reached: "

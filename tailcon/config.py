@@ -107,6 +107,12 @@ DEFAULTS: dict[str, Any] = {
         "pretrained": None,
         "require_pretrained": False,  # True: refuse to train without model.pretrained (e.g. the Places-LT protocol)
         "sync_bn": False,  # under torchrun: BatchNorm statistics over the global batch
+        # images per BatchNorm group: each device's batch normalised in groups of this size, as the authors'
+        # per-GPU batches (tailcon.models.grouped_bn); null: the whole device batch
+        "bn_batch": None,
+        "bn_layout": "ddp",  # ddp: a group holds whole images (all views) | data_parallel: contiguous row chunks
+        # which parameters train: all | last_block (the backbone's last residual block + the heads) | classifier
+        "trainable": "all",
     },
     "optim": {
         "name": "sgd",  # sgd | adamw | lars (tailcon.engine.optim)
@@ -154,6 +160,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "train.wandb.mode": (str,),
     "train.wandb.entity": (str,),
     "data.max_per_class": (int,),
+    "model.bn_batch": (int,),
     "data.num_classes": (int,),
     "data.image_size": (int,),
     "data.resize_size": (int,),
@@ -407,6 +414,9 @@ VALUE_RULES: dict[str, Rule] = {
     "model.backbone": lambda v: _backbone(v),
     "model.classifier": one_of(("linear", "cosine")),
     "model.cosine_scale": number(0, lo_open=True),
+    "model.bn_batch": integer(1),
+    "model.bn_layout": one_of(("ddp", "data_parallel")),
+    "model.trainable": one_of(("all", "last_block", "classifier")),
     "optim.name": one_of(("sgd", "adamw", "lars")),
     "train.wandb.mode": one_of(("online", "offline", "disabled")),  # None (W&B's default) is always allowed
     "optim.betas": list_of(number(0, 1, hi_open=True)),
@@ -443,10 +453,21 @@ def check_values(cfg: Mapping[str, Any], rules: Mapping[str, Rule], where: str =
 
 
 def check_world_size(cfg: Mapping[str, Any], world_size: int) -> None:
-    """Under torchrun the global batch is split evenly over the processes."""
-    if world_size > 1 and int(cfg["data"]["batch_size"]) % world_size:
-        raise ConfigError(f"data.batch_size={cfg['data']['batch_size']} is the global batch; it must be divisible "
+    """Under torchrun the global batch is split evenly over the processes, and each process's
+    share into whole BatchNorm groups (``model.bn_batch``)."""
+    batch = int(cfg["data"]["batch_size"])
+    if world_size > 1 and batch % world_size:
+        raise ConfigError(f"data.batch_size={batch} is the global batch; it must be divisible "
                           f"by the number of processes ({world_size})")
+    group = cfg["model"]["bn_batch"]
+    if group is not None:
+        if cfg["model"]["sync_bn"]:
+            raise ConfigError("model.bn_batch (BatchNorm over groups of a device's batch) and model.sync_bn=true "
+                              "(over the global batch) exclude each other: set one")
+        per_device = batch // world_size
+        if per_device > group and per_device % group:
+            raise ConfigError(f"model.bn_batch={group} must divide each process's batch ({per_device} = "
+                              f"data.batch_size {batch} / {world_size} processes)")
 
 
 def config_name(path: str | os.PathLike) -> str:

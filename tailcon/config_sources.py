@@ -24,7 +24,8 @@ from . import config as C
 # besides every method key: the keys that make a recipe (the rest are plumbing: workers, logging)
 RECIPE_KEYS = ("data.name", "data.imbalance_factor", "data.batch_size", "data.drop_last", "data.sampler",
                "data.train_augment", "data.image_size", "model.backbone", "model.classifier", "model.cosine_scale",
-               "model.zero_init_residual", "model.pretrained", "optim.name", "optim.lr", "optim.momentum",
+               "model.zero_init_residual", "model.pretrained", "model.bn_batch", "model.bn_layout", "model.trainable",
+               "optim.name", "optim.lr", "optim.momentum",
                "optim.nesterov", "optim.weight_decay", "optim.schedule", "optim.warmup_epochs",
                "optim.warmup_overshoot", "optim.milestones", "optim.gamma", "optim.min_lr_ratio",
                "optim.per_iteration", "train.epochs", "train.amp", "train.eval_every")

@@ -22,7 +22,9 @@ from .. import distributed as D
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
 from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
+from ..models.grouped_bn import convert_grouped_batchnorm, images_per_view
 from ..models.sync_batchnorm import convert_sync_batchnorm
+from ..models.trainable import set_trainable
 from .device import autocast_context, resolve_amp, resolve_device
 from .evaluation import predict_dataset, show_progress
 from .host import tune_host_allocator
@@ -85,6 +87,9 @@ class Trainer:
         self.data.test.transform = eval_tf
         if self.data.val is not None:
             self.data.val.transform = eval_tf
+        if m["bn_batch"]:  # the authors' per-GPU BatchNorm batches on any number of devices
+            convert_grouped_batchnorm(self.method, m["bn_batch"], m["bn_layout"], skip=self.method.replicated_modules)
+        set_trainable(self.method, m["trainable"])
         if cfg["model"]["sync_bn"] and self.world_size > 1:
             convert_sync_batchnorm(self.method, self.device, skip=self.method.replicated_modules)
         self.memory_format = torch.channels_last if cfg["train"]["channels_last"] else torch.contiguous_format
@@ -204,7 +209,7 @@ class Trainer:
 
     def train_step(self, views, labels, extra, amp) -> dict[str, torch.Tensor]:
         """One optimisation step on a batch already on the device; returns the losses."""
-        with amp:
+        with amp, images_per_view(labels.shape[0]):
             losses = self.step_fn(views, labels, **extra)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["loss"]).backward()

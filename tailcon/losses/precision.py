@@ -19,6 +19,13 @@ def compute_dtype(x: torch.Tensor) -> torch.dtype:
     return torch.promote_types(x.dtype, torch.float32)
 
 
+def at_least_fp32(x: torch.Tensor) -> torch.Tensor:
+    """``x`` in :func:`compute_dtype`: bf16/fp16 raised to float32, float32 and float64 kept (a
+    float64 step stays float64 end to end, which is what float64 checks against the authors'
+    code need; ``.float()`` would cast it down)."""
+    return x.to(compute_dtype(x))
+
+
 def full_precision(fn: F) -> F:
     """Run ``fn`` with autocast disabled on the device of its first tensor argument (autocast
     would otherwise cast its matrix products back to half precision)."""

@@ -111,9 +111,20 @@ def vmf_update(ave: torch.Tensor, amount: torch.Tensor, features: torch.Tensor,
     return ave * (1 - weight)[:, None] + batch_mean * weight[:, None], amount + in_batch
 
 
+def bessel_dtype(x: torch.Tensor) -> torch.dtype:
+    """The authors run the Bessel routine and kappa/logC in float64 (``k.double()``): in float32
+    the recurrence rescales at other iterations, and then, through its batch-global test, shifts
+    the contrast logits of a whole batch (by up to 88 nats at D = 128, 709 at D = 1024). MPS has no
+    float64: there it stays float32."""
+    return torch.float32 if x.device.type == "mps" else torch.float64
+
+
 def vmf_kappa(ave: torch.Tensor, feat_dim: int, log_ive: LogIve = miller_log_ive) -> tuple[torch.Tensor, torch.Tensor]:
     """Concentrations and log-normalisers ``(kappa [C], logc [C])`` of the class vMFs (spec C.3):
-    kappa = D R / (1 - R^2), R = ||ave_c||, clipped to 1e5 (also where negative or infinite)."""
+    kappa = D R / (1 - R^2), R = ||ave_c||, clipped to 1e5 (also where negative or infinite).
+    Computed and returned in float64 (:func:`bessel_dtype`): logC is of the order of kappa, up to
+    1e5, and the contrast logits subtract it from a term of the same size."""
+    ave = ave.to(bessel_dtype(ave))
     r = ave.norm(dim=1)
     kappa = feat_dim * r / (1 - r * r)
     kappa = torch.where((kappa > KAPPA_MAX) | (kappa < 0) | kappa.isnan(), torch.full_like(kappa, KAPPA_MAX), kappa)
@@ -129,9 +140,10 @@ class _LogRatioC(torch.autograd.Function):
     @staticmethod
     def forward(ctx, kt, logc, feat_dim, log_ive):
         half = feat_dim / 2 - 1
-        out0, out1 = log_ive(math.trunc(half), kt)
-        ctx.save_for_backward(torch.exp(out1 - out0).clamp(max=1.0))
-        return out0 + kt - half * torch.log(kt + 1e-20) - logc
+        dtype, k = kt.dtype, kt.to(bessel_dtype(kt))  # float64 as the authors' `k.double()`, then cast back
+        out0, out1 = log_ive(math.trunc(half), k)
+        ctx.save_for_backward(torch.exp(out1 - out0).clamp(max=1.0).to(dtype))
+        return (out0 + k - half * torch.log(k + 1e-20) - logc.to(k.dtype)).to(dtype)
 
     @staticmethod
     def backward(ctx, grad):
@@ -147,8 +159,9 @@ def proco_logits(z: torch.Tensor, ave: torch.Tensor, kappa: torch.Tensor, logc: 
     z: [B, D] normalised projections; ave: [C, D] class means (their direction is mu_c); kappa,
     logc: [C] from :func:`vmf_kappa` (constants). Gradients reach ``z`` only.
     """
-    mu = F.normalize(ave.detach(), dim=1)
-    kt = (kappa.detach()[None, :, None] * mu[None] + z[:, None, :] / temperature).norm(dim=2)  # [B, C]
+    mu = F.normalize(ave.detach().to(z.dtype), dim=1)
+    # [B, C, D] in z's dtype (the largest tensor of the step); the Bessel part then runs in float64
+    kt = (kappa.detach().to(z.dtype)[None, :, None] * mu[None] + z[:, None, :] / temperature).norm(dim=2)  # [B, C]
     return _LogRatioC.apply(kt, logc.detach()[None, :], z.shape[1], log_ive)
 
 

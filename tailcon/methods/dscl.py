@@ -20,6 +20,7 @@ from torchvision.ops import roi_align
 from ..config import integer, list_of, number, one_of
 from ..data.patches import PatchViews
 from ..losses import dscl_loss, pbsd_loss
+from ..losses.precision import at_least_fp32
 from ..memory import LabeledQueue, MomentumEncoder, shuffled_key_forward
 from ..models import feature_map
 from .base import Method, register
@@ -36,7 +37,7 @@ class _Encoder(nn.Module):
         self.head = nn.Sequential(nn.Linear(feat, proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
-        return F.normalize(self.head(pooled).float(), dim=1)  # fp32 under autocast
+        return F.normalize(at_least_fp32(self.head(pooled)), dim=1)  # >= fp32 under autocast
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.project(self.backbone(x))

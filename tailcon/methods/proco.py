@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import number
+from ..losses.precision import at_least_fp32
 from ..losses.proco import exact_log_ive, gather_update_batches, miller_log_ive, proco_loss, vmf_update
 from ..models import ProjectionMLP
 from .base import Method, register
@@ -62,11 +63,13 @@ class ProCo(Method):
         b = labels.shape[0]
         feats = self.backbone(torch.cat(views, dim=0))  # one pass over the three views
         logits = self.classifier(feats[:b])
-        z1, z2 = self.head(feats[b:]).float().split(b)  # contrasted in fp32, as the estimator state
+        # the head sees all three views, as the authors' Model.forward: its BatchNorm batch includes
+        # the classification view, whose projection is then unused
+        z1, z2 = at_least_fp32(self.head(feats))[b:].split(b)
         log_ive = exact_log_ive if h["exact_bessel"] else miller_log_ive
         gathered = gather_update_batches(z1, z2, labels)  # once per step, for both estimators
         loss, loss_ce, loss_scl, _, _, states = proco_loss(
-            z1, z2, labels, logits.float(), self.cls_num, self.old_ave, self.old_amount,
+            z1, z2, labels, at_least_fp32(logits), self.cls_num, self.old_ave, self.old_amount,
             temperature=float(h["temperature"]), alpha=float(h["alpha"]), log_ive=log_ive, gathered=gathered)
         with torch.no_grad():
             ave, amount = states[-1][:2]

@@ -39,13 +39,19 @@ def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tupl
     if h["linear_milestones"]:
         optim["milestones"] = list(h["linear_milestones"])
     data: dict[str, Any] = {"sampler": h["linear_sampler"]}
+    stages_model: dict[str, Any] = {}
     if h["linear_batch_size"]:
         data["batch_size"] = h["linear_batch_size"]
+        group = cfg["model"]["bn_batch"]
+        if group:  # the same GPUs: each one's BatchNorm batch grows with the batch
+            stages_model["bn_batch"] = group * int(h["linear_batch_size"]) // int(cfg["data"]["batch_size"])
     from ..engine.rundir import RunDir  # the layout's one owner
 
     stage1 = RunDir(cfg["run_dir"]).stage("pretrain").checkpoint("last")
     linear = {"method": {"stage": "linear", "init_from": str(stage1)},
               "train": {"epochs": h["linear_epochs"]}, "optim": optim, "data": data}
+    if stages_model:
+        linear["model"] = stages_model
     return [("pretrain", {"method": {"stage": "pretrain"}}), ("linear", linear)]
 
 

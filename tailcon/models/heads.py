@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..losses.precision import at_least_fp32
+
 
 class CosineClassifier(nn.Module):
     """Normalised linear classifier ("NormedLinear", spec 1.5): s * cos(x, W[:, c]).
@@ -64,4 +66,4 @@ class ProjectionMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         z = self.net(x)
-        return F.normalize(z.float(), dim=1) if self.normalize else z  # fp32 under autocast: contrasted in fp32
+        return F.normalize(at_least_fp32(z), dim=1) if self.normalize else z  # >= fp32 under autocast

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..distributed import all_reduce_with_grad, is_distributed
+from ..losses.precision import at_least_fp32
 
 
 class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -26,7 +27,7 @@ class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
             return super().forward(x)
         dims = [0] + list(range(2, x.dim()))
         shape = [1, -1] + [1] * (x.dim() - 2)
-        xf = x.float()
+        xf = at_least_fp32(x)
         count = torch.full((1,), x.numel() / x.shape[1], device=x.device, dtype=xf.dtype)
         stats = all_reduce_with_grad(torch.cat([xf.sum(dims), (xf * xf).sum(dims), count]))
         c = x.shape[1]
