@@ -25,6 +25,7 @@ import json
 import os
 import pickle
 import re
+import shutil
 import socket
 import stat
 import sys
@@ -100,10 +101,34 @@ def save_checkpoint(state: dict[str, Any], path: str | os.PathLike) -> None:
     try:
         atomic_write_bytes(path, lambda f: torch.save(state, f))
     except (OSError, RuntimeError) as e:
-        why = e.strerror if isinstance(e, OSError) and e.strerror else str(e).strip().splitlines()[0]
+        why = _write_failure(Path(path), e)
         kept = f"the previous {Path(path).name} is intact" if Path(path).is_file() else "no earlier checkpoint exists"
         raise RunDirError(f"could not write checkpoint {path} ({why}); {kept}. Free space or raise the limit, "
                           f"then resume={Path(path).parent}") from None
+
+
+def _write_failure(path: Path, e: BaseException) -> str:
+    """Why a write failed, in words: torch's writer reports a full disk or a file size limit as
+    an ``[enforce fail at inline_container.cc]``, so the likely causes are looked up."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    reasons = []
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+        if limit != resource.RLIM_INFINITY:
+            reasons.append(f"a file size limit of {limit} bytes is set (ulimit -f)")
+    except (ImportError, OSError, ValueError):
+        pass
+    try:
+        free = shutil.disk_usage(path.parent).free
+        if free < 64 * 2**20:
+            reasons.append(f"only {free // 2**20} MiB are free on its file system")
+    except OSError:
+        pass
+    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return "; ".join(reasons) if reasons else f"the write failed: {first}"
 
 
 def is_temporary_of(name: str, files: tuple[str, ...]) -> bool:
