@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import Optional, Sequence
 from . import config as C
 
 EMBEDDED_DEFAULT = "digits_lt.yaml"
+FORMATS = ("safetensors", "torchscript", "onnx", "pt2")  # tailcon.export.FORMATS, without importing torch
 MAX_TAU = 10.0  # tau-normalisation: ||w||^tau beyond this only amplifies norm noise (the search spans 0..2)
 
 
@@ -135,28 +137,82 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_predict(args: argparse.Namespace) -> int:
+def _readable_batches(predictor, images: Sequence[str], size: int = 64):
+    """(names, preprocessed batch) of up to ``size`` images at a time, and how many could not be
+    read: each bad image gets its own error line on stderr, the others go on."""
     import torch
 
     from .data import DataError
-    from .inference import format_topk, load
 
-    predictor = load(args.path, device=args.device, which=args.checkpoint)
-    print(f"tailcon predict: {predictor}")
-    failed = 0
-    for start in range(0, len(args.images), 64):
+    failed = []
+    for start in range(0, len(images), size):
         names, batch = [], []
-        for name in args.images[start:start + 64]:
-            try:  # one bad image is reported on its own line; the others are still classified
+        for name in images[start:start + size]:
+            try:
                 batch.append(predictor.preprocess(name))
                 names.append(name)
             except (DataError, ValueError) as e:
-                failed += 1
+                failed.append((name, str(e)))
                 print(f"tailcon: error: {e}", file=sys.stderr, flush=True)
-        if names:
-            print(format_topk(names, predictor.batch_topk(torch.cat(batch), k=args.topk)), flush=True)
+        yield names, torch.cat(batch) if batch else None, failed
+        failed = []
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from .data import list_images
+    from .inference import format_topk, load
+
+    predictor = load(args.path, device=args.device, which=args.checkpoint, trust=args.trust)
+    images = list_images(args.images)
+    # with --json, stdout holds only JSON lines: one object per image
+    print(f"tailcon predict: {predictor}, {len(images)} images", file=sys.stderr if args.json else sys.stdout)
+    failed = 0
+    for names, batch, bad in _readable_batches(predictor, images):
+        failed += len(bad)
+        top = predictor.batch_topk(batch, k=args.topk) if names else []
+        if args.json:
+            for name, error in bad:
+                print(json.dumps({"image": name, "error": error}))
+            for name, classes in zip(names, top):
+                print(json.dumps({"image": name, "top": [{"class": c, "probability": p} for c, p in classes]}))
+            sys.stdout.flush()
+        elif names:
+            print(format_topk(names, top), flush=True)
     if failed:
-        print(f"tailcon predict: {failed} of {len(args.images)} images could not be read", file=sys.stderr)
+        print(f"tailcon predict: {failed} of {len(images)} images could not be read", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from .data import list_images
+    from .engine.rundir import atomic_replace
+    from .inference import load
+
+    predictor = load(args.path, device=args.device, which=args.checkpoint)
+    images = list_images(args.images)
+    print(f"tailcon embed: {predictor}, {len(images)} images", flush=True)
+    feats, names, failed = [], [], 0
+    for batch_names, batch, bad in _readable_batches(predictor, images, size=args.batch_size):
+        failed += len(bad)
+        if batch_names:
+            feats.append(predictor.batch_features(batch).numpy())
+            names += batch_names
+    if not names:
+        print("tailcon embed: no image could be read; nothing written", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    atomic_replace(out, lambda tmp: np.save(open(tmp, "wb"), np.concatenate(feats).astype(np.float32)))
+    listing = out.with_suffix(".txt")
+    atomic_replace(listing, lambda tmp: tmp.write_text("".join(n + "\n" for n in names), errors="surrogateescape"))
+    print(f"tailcon embed: wrote {out} ({len(names)} x {feats[0].shape[1]} backbone features, float32) and {listing} "
+          "(the images, one per line, in the same order)")
+    if failed:
+        print(f"tailcon embed: {failed} of {len(images)} images could not be read", file=sys.stderr)
         return 2
     return 0
 
@@ -181,8 +237,17 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def _first_comment(p: Path) -> str:
-    first = p.read_text().splitlines()[:1]
-    return first[0].lstrip("# ") if first and first[0].startswith("#") else ""
+    """The first sentence of the config's header comment, whole (it may span lines)."""
+    header = []
+    for line in p.read_text(encoding="utf-8").splitlines():
+        if not line.startswith("#") or line.lstrip("# ").lower().startswith("source:"):
+            break
+        header.append(line.lstrip("# ").strip())
+    text = " ".join(header)
+    for end in re.finditer(r"\.(?=\s|$)", text):
+        if not re.search(r"(\bal|\be\.g|\bi\.e|\bcf|\bvs|\bEq|\bTab|\bFig|\bSec)$", text[:end.start()]):
+            return text[:end.end()]
+    return text
 
 
 def cmd_configs(args: argparse.Namespace) -> int:
@@ -203,8 +268,7 @@ def cmd_config(args: argparse.Namespace) -> int:
     from .engine.device import resolve_amp, resolve_device
 
     path, overrides = _split_args(args.args)
-    if path is None:
-        raise C.ConfigError("tailcon config needs a CONFIG (a file or a shipped name such as cifar10_lt/bcl)")
+    path = path or str(embedded_config_path())  # as tailcon train: the embedded default
     cfg = C.resolve(path, overrides)
     resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # as tailcon train checks before it starts
     if args.sources:
@@ -219,7 +283,10 @@ def cmd_config(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="tailcon", description="Long-tailed recognition with supervised contrastive learning")
+    p.add_argument("--version", action="version", version=f"tailcon {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train from a YAML config (default: the embedded digits demo)",
                        description="tailcon train [CONFIG] [key=value ...]; e.g. tailcon train "
@@ -283,11 +350,26 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("predict", help="top-k classes with probabilities for image files",
                        description="tailcon predict RUN_DIR_OR_CHECKPOINT IMAGE... [--topk 5]")
     r.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    r.add_argument("images", nargs="+", metavar="IMAGE")
+    r.add_argument("images", nargs="+", metavar="IMAGE|FOLDER", help="image files or folders (their images, recursively)")
+    r.add_argument("--json", action="store_true", help="one JSON object per image on stdout: image, top (class, "
+                                                       "probability) or error")
     r.add_argument("--topk", type=positive_int, default=5, help="classes shown per image (at most the model's)")
     r.add_argument("--checkpoint", choices=("last", "best"), default="last")
     r.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    r.add_argument("--trust", action="store_true",
+                   help="allow a TorchScript or .pt2 export, whose loading can run code stored in it")
     r.set_defaults(func=cmd_predict)
+    em = sub.add_parser("embed", help="backbone features of images, saved as a .npy array",
+                        description="tailcon embed RUN_DIR_OR_CHECKPOINT IMAGE|FOLDER... --out feats.npy: the "
+                                    "backbone features [N, D] (float32) through the run's test-time preprocessing, "
+                                    "and feats.txt listing the images in the same order")
+    em.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
+    em.add_argument("images", nargs="+", metavar="IMAGE|FOLDER")
+    em.add_argument("--out", required=True, metavar="FILE.npy")
+    em.add_argument("--checkpoint", choices=("last", "best"), default="last")
+    em.add_argument("--batch-size", type=positive_int, default=64)
+    em.add_argument("--device", default=None)
+    em.set_defaults(func=cmd_embed)
     x = sub.add_parser("export", help="a standalone inference artifact: safetensors, TorchScript or ONNX",
                        description="tailcon export RUN_DIR_OR_CHECKPOINT --format safetensors|torchscript|onnx "
                                    "[--out FILE]: backbone + classifier + normalisation (no optimizer state), with "
@@ -295,7 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "RUN_DIR/export/<checkpoint>.<format suffix>; an existing file is refused "
                                    "unless --force. Needs pip install \"tailcon[export]\" for safetensors/onnx.")
     x.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    x.add_argument("--format", required=True, choices=("safetensors", "torchscript", "onnx"))
+    x.add_argument("--format", required=True, choices=FORMATS,
+                   help="pt2: torch.export, the successor of the deprecated TorchScript")
     x.add_argument("--out", default=None, metavar="FILE")
     x.add_argument("--checkpoint", choices=("last", "best"), default="last")
     x.add_argument("--force", action="store_true", help="replace an existing FILE")

@@ -131,6 +131,7 @@ DEFAULTS: dict[str, Any] = {
         "betas": [0.9, 0.999],  # adamw
         "eps": 1.0e-8,  # adamw
         "trust_coefficient": 0.001,  # lars: eta in eta * ||w|| / ||g + wd w||
+        "clip_grad_norm": None,  # clip the gradients' global 2-norm to this before each step; null: off
     },
     "train": {
         "epochs": 200,
@@ -146,6 +147,9 @@ DEFAULTS: dict[str, Any] = {
         # Weights & Biases: {project: NAME, mode: online | offline | disabled, entity: TEAM}; project null: off
         "wandb": {"project": None, "mode": None, "entity": None},
         "log_every": 50,
+        # optimise every N batches on their summed gradients (a batch N x data.batch_size where the loss is a
+        # mean over independent samples; not for contrastive or BatchNorm-coupled batches: docs/methods.md)
+        "accumulate": 1,
     },
 }
 
@@ -167,6 +171,7 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "data.mean": (list,),
     "data.std": (list,),
     "train.max_steps_per_epoch": (int,),
+    "optim.clip_grad_norm": (int, float),
     "train.compile": (bool, str),
     "run_dir": (str,),
     "resume": (str,),
@@ -261,12 +266,27 @@ def load_yaml(path: str | os.PathLike, _seen: tuple[str, ...] = ()) -> dict[str,
         raise ConfigError(f"config {path}: the top level must be a mapping, got {type(data).__name__}")
     base = data.pop("_base_", None)
     if base is not None:
-        parent = load_yaml(path.parent / base, _seen + (str(path.resolve()),))
+        # a path relative to this file first, then a shipped config's name (pip users cannot know where
+        # site-packages is): `_base_: cifar10_lt/bcl`
+        parent = load_yaml(base_path(path, base), _seen + (str(path.resolve()),))
         child_method = (data.get("method") or {}).get("name")
         if child_method is not None and child_method != (parent.get("method") or {}).get("name"):
             parent = {k: v for k, v in parent.items() if k != "method"}  # its keys belong to the other method
         data = merge(parent, data)
     return data
+
+
+def base_path(path: Path, base: Any) -> Path:
+    """The file a config's ``_base_`` names: a path relative to the config first, then a shipped
+    config's name (pip users cannot know where site-packages is): ``_base_: cifar10_lt/bcl``."""
+    relative = path.parent / str(base)
+    if relative.is_file():
+        return relative
+    try:
+        return locate(str(base))
+    except ConfigError:
+        raise ConfigError(f"config {path}: _base_ {base!r} is neither a file next to it ({relative}) nor a "
+                          f"shipped config{_suggest(str(base), shipped_config_names())}") from None
 
 
 def _suggest(key: str, valid: Iterable[str]) -> str:
@@ -437,6 +457,8 @@ VALUE_RULES: dict[str, Rule] = {
     "train.eval_every": integer(1),
     "train.max_steps_per_epoch": integer(1),
     "train.log_every": integer(1),
+    "train.accumulate": integer(1, 1024),
+    "optim.clip_grad_norm": number(0, lo_open=True),
 }
 
 

@@ -28,7 +28,8 @@ RECIPE_KEYS = ("data.name", "data.imbalance_factor", "data.batch_size", "data.dr
                "optim.name", "optim.lr", "optim.momentum",
                "optim.nesterov", "optim.weight_decay", "optim.schedule", "optim.warmup_epochs",
                "optim.warmup_overshoot", "optim.milestones", "optim.gamma", "optim.min_lr_ratio",
-               "optim.per_iteration", "train.epochs", "train.amp", "train.eval_every")
+               "optim.per_iteration", "optim.clip_grad_norm", "train.epochs", "train.accumulate", "train.amp",
+               "train.eval_every")
 # plumbing: changes how a run executes, not what it learns
 _PLUMBING = {"name", "data.root", "data.download", "data.num_workers", "data.eval_batch_size", "data.pipeline",
              "train.progress", "train.log_every", "train.channels_last", "run_dir"}
@@ -71,7 +72,7 @@ def _chain(path: Path) -> list[Path]:
         base = raw.get("_base_")
         if base is None:
             return files
-        files.append((files[-1].parent / base).resolve())
+        files.append(C.base_path(files[-1], base).resolve())
 
 
 @functools.lru_cache(maxsize=None)

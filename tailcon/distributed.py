@@ -37,7 +37,12 @@ class _GatherWithGrad(torch.autograd.Function):
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """[n, ...] on each rank -> [world*n, ...] in rank order (equal n on every rank);
-    identity outside torch.distributed."""
+    identity outside torch.distributed.
+
+    Not ``torch.distributed.nn.functional.all_gather``: swapped in (torch 2.14, gloo), it gave
+    ResCom's local-contrast gradients up to 70x off the one-process ones
+    (``tests/test_queue_methods_parts.py::test_ddp_two_processes_match_one_process_with_the_whole_batch``
+    fails with it), where this all-reduce-then-slice backward matches to 1e-12."""
     return _GatherWithGrad.apply(x) if is_distributed() else x
 
 

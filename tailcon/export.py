@@ -19,7 +19,7 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -27,8 +27,10 @@ from torch import nn
 from . import config as C
 from .engine.rundir import RunDir, atomic_replace, load_checkpoint, resolve_checkpoint, run_dir_of
 
-FORMATS = ("safetensors", "torchscript", "onnx")
-SUFFIX = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx"}
+FORMATS = ("safetensors", "torchscript", "onnx", "pt2")
+SUFFIX = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx", "pt2": ".pt2"}
+# formats whose loading can run code stored in the file (TorchScript programs; pickles inside a .pt2)
+NEEDS_TRUST = ("torchscript", "pt2")
 ARTIFACT = "tailcon-inference/1"
 
 
@@ -132,6 +134,13 @@ def _write_torchscript(model: InferenceModel, meta: dict[str, Any], target: Path
                                                           _extra_files={"tailcon.json": json.dumps(meta)}))
 
 
+def _write_pt2(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
+    """``torch.export`` (the successor of TorchScript): any batch size, metadata as an extra file."""
+    program = torch.export.export(model, (_example(meta),), dynamic_shapes={"images": {0: torch.export.Dim("batch")}})
+    atomic_replace(target, lambda tmp: torch.export.save(program, str(tmp),
+                                                         extra_files={"tailcon.json": json.dumps(meta)}))
+
+
 def _write_onnx(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
     onnx = _need("onnx", "--format onnx")
 
@@ -160,7 +169,7 @@ def _write_onnx(model: InferenceModel, meta: dict[str, Any], target: Path) -> No
 
 
 WRITERS: dict[str, Callable[[InferenceModel, dict[str, Any], Path], None]] = {
-    "safetensors": _write_safetensors, "torchscript": _write_torchscript, "onnx": _write_onnx}
+    "safetensors": _write_safetensors, "torchscript": _write_torchscript, "onnx": _write_onnx, "pt2": _write_pt2}
 
 
 def read_safetensors(path: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
@@ -177,8 +186,13 @@ def read_safetensors(path: str | os.PathLike) -> tuple[InferenceModel, dict[str,
     return model.eval().requires_grad_(False), meta
 
 
+def export_format(path: str | os.PathLike) -> Optional[str]:
+    """The ``tailcon export`` format a file name says (by its suffix), or None."""
+    return next((fmt for fmt, suffix in SUFFIX.items() if str(path).endswith(suffix)), None)
+
+
 def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
-    """Any of the three artifacts as ``(fn, metadata)``: ``fn(images [B, 3, S, S] in [0, 1])``
+    """Any of the artifacts as ``(fn, metadata)``: ``fn(images [B, 3, S, S] in [0, 1])``
     -> logits [B, C] (CPU)."""
     path = Path(path)
     if path.name.endswith(SUFFIX["safetensors"]):
@@ -191,6 +205,9 @@ def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], tor
         name = session.get_inputs()[0].name
         return lambda x: torch.from_numpy(session.run(None, {name: x.float().numpy()})[0]), meta
     extra = {"tailcon.json": ""}
+    if path.name.endswith(SUFFIX["pt2"]):
+        module = torch.export.load(str(path), extra_files=extra).module()
+        return torch.no_grad()(lambda x: module(x)), json.loads(extra["tailcon.json"])
     with warnings.catch_warnings():  # deprecated in newer torch, still the way to read TorchScript
         warnings.simplefilter("ignore", FutureWarning)
         module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)

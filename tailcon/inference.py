@@ -20,6 +20,7 @@ from . import config as C
 from .data.datasets import open_rgb
 from .data.transforms import ImageInfo, build_eval_transform
 from .engine.rundir import load_checkpoint, resolve_checkpoint
+from .export import NEEDS_TRUST, ExportError, export_format
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -37,17 +38,27 @@ class Predictor:
     """A trained model with its preprocessing. ``predictor(images)`` -> probabilities [B, C];
     :meth:`topk` -> per image a list of (class name, probability)."""
 
-    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last"):
+    def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last",
+                 trust: bool = False):
         from .methods import build_method
 
-        if str(path).endswith(".safetensors"):  # an artifact of `tailcon export`
-            from .export import read_safetensors
+        fmt = export_format(path) if Path(path).is_file() else None
+        if fmt is not None:  # an artifact of `tailcon export`
+            from .export import load_exported, read_safetensors
 
             self.checkpoint = Path(path)
-            exported, meta = read_safetensors(path)
+            if fmt == "safetensors":
+                exported, meta = read_safetensors(path)
+                self.model = _NormalizedInput(exported)
+            else:
+                if fmt in NEEDS_TRUST and not trust:
+                    raise ExportError(f"{path} is a {fmt} export, whose loading can run code stored in it: load it with "
+                                      "tailcon.load(PATH, trust=True) (tailcon predict --trust) only if you trust its "
+                                      "source, or use the .safetensors export or the run directory")
+                fn, meta = load_exported(path)
+                self.model = _ExportedFunction(fn, meta["image_info"]["mean"], meta["image_info"]["std"])
             ckpt = {"config": meta["config"], "image_info": meta["image_info"], "classes": meta["classes"],
                     "num_classes": meta["num_classes"], "epoch": meta.get("epoch")}
-            self.model = _NormalizedInput(exported)
         else:
             self.checkpoint = resolve_checkpoint(path, which)
             ckpt = load_checkpoint(self.checkpoint, for_inference=True)  # no optimizer state
@@ -104,6 +115,18 @@ class Predictor:
         """Logits [B, C] of a batch already preprocessed (:meth:`preprocess`)."""
         return self.model(batch.to(self.device)).float().cpu()
 
+    @torch.no_grad()
+    def features(self, images) -> torch.Tensor:
+        """Backbone features [B, D] (what the classifier sees) of images, as :meth:`preprocess` takes them."""
+        return self.batch_features(self.preprocess(images))
+
+    @torch.no_grad()
+    def batch_features(self, batch: torch.Tensor) -> torch.Tensor:
+        if not hasattr(self.model, "features"):
+            raise ValueError(f"{self.checkpoint} is an export holding logits only; features need the run "
+                             "directory or its checkpoint")
+        return self.model.features(batch.to(self.device)).float().cpu()
+
     def __call__(self, images) -> torch.Tensor:
         """Class probabilities [B, C]."""
         return self.logits(images).softmax(dim=1)
@@ -124,6 +147,21 @@ class Predictor:
                 f"{len(self.classes)} classes, {self.checkpoint}, epoch {self.epoch})")
 
 
+class _ExportedFunction(torch.nn.Module):
+    """An ONNX / TorchScript / torch.export artifact (which normalises its [0, 1] input itself) fed
+    the Predictor's already-normalised batches; it runs on the CPU."""
+
+    def __init__(self, fn, mean, std):
+        super().__init__()
+        self.fn = fn
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        images = (x.float() * self.std + self.mean).cpu()
+        return self.fn(images).to(x.device)
+
+
 class _NormalizedInput(torch.nn.Module):
     """An exported model fed the Predictor's already-normalised batches."""
 
@@ -134,11 +172,17 @@ class _NormalizedInput(torch.nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.exported.logits_of_normalized(x)
 
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.exported.backbone(x)
 
-def load(path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last") -> Predictor:
-    """Load a run directory, a checkpoint or a ``tailcon export`` safetensors file for inference
-    (see :class:`Predictor`); the optimizer state of a checkpoint is never read."""
-    return Predictor(path, device=device, which=which)
+
+def load(path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last",
+         trust: bool = False) -> Predictor:
+    """Load a run directory, a checkpoint or a ``tailcon export`` artifact for inference (see
+    :class:`Predictor`); the optimizer state of a checkpoint is never read. Safetensors and ONNX
+    exports load as they are; TorchScript and ``.pt2`` (torch.export) files can carry code that
+    loading runs, so they need ``trust=True``."""
+    return Predictor(path, device=device, which=which, trust=trust)
 
 
 def format_topk(names: Iterable[str], results: Sequence[Sequence[tuple[str, float]]]) -> str:

@@ -68,3 +68,51 @@ def test_a_wheel_install_carries_the_configs(tmp_path):
     assert run.stdout.splitlines()[0].startswith(str(target))
     assert "cifar10_lt/rescom_constant_lr" in run.stdout and "imagenet_lt/dscl" in run.stdout
     assert "| `method.k_neg` | `400` | [code]" in run.stdout
+
+
+def test_version_prints_the_package_version(capsys):
+    import tailcon
+
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0 and capsys.readouterr().out.strip() == f"tailcon {tailcon.__version__}"
+
+
+def test_config_without_an_argument_shows_the_default_config(capsys):
+    assert main(["config"]) == 0
+    out = capsys.readouterr().out
+    assert "name: digits_lt" in out and "backbone: resnet8" in out
+
+
+def test_a_shipped_name_works_as_base(tmp_path, monkeypatch, capsys):
+    (tmp_path / "my_configs").mkdir()
+    (tmp_path / "my_configs" / "mine.yaml").write_text("_base_: cifar10_lt/bcl\noptim:\n  lr: 0.2\n")
+    monkeypatch.chdir(tmp_path)
+    cfg = C.resolve("my_configs/mine.yaml")
+    assert cfg["method"]["name"] == "bcl" and cfg["optim"]["lr"] == 0.2
+    assert main(["config", "my_configs/mine.yaml", "--sources"]) == 0
+    (tmp_path / "my_configs" / "bad.yaml").write_text("_base_: cifar10_lt/bclx\n")
+    with pytest.raises(C.ConfigError, match=r"neither a file next to it .* \(did you mean 'cifar10_lt/bcl'\?\)"):
+        C.resolve("my_configs/bad.yaml")
+
+
+def test_configs_lists_each_first_sentence_whole(capsys):
+    assert main(["configs"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    assert lines["cifar10_lt/bcl"] == "CIFAR-10-LT IF100, BCL (Zhu et al. 2022)."
+    assert lines["cifar100_lt/ce"] == "CIFAR-100-LT, imbalance factor 100: Plain cross-entropy (ERM)."
+    assert all(text.endswith(".") for text in lines.values()), [t for t in lines.values() if not t.endswith(".")]
+
+
+def test_a_backbone_that_cannot_take_the_image_size_is_refused_before_anything_is_written(tmp_path, capsys):
+    pytest.importorskip("timm")
+    run = tmp_path / "run"
+    assert main(["train", "model.backbone=timm:convnext_tiny", f"run_dir={run}", "train.progress=false"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot take the 16x16 images" in err and "set data.image_size=224" in err and "Traceback" not in err
+    assert not run.exists()
+
+
+def test_image_size_of_in_memory_small_images_is_refused_not_ignored(tmp_path, capsys):
+    assert main(["train", "data.image_size=224", f"run_dir={tmp_path / 'run'}"]) == 2
+    assert "never resized" in capsys.readouterr().err

@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 
 import tailcon
 from tailcon.cli import main
@@ -26,7 +27,7 @@ def _images(n=7):
     return torch.rand(n, 3, 16, 16, generator=torch.Generator().manual_seed(1))  # digits: 16 px
 
 
-@pytest.mark.parametrize("fmt", ["safetensors", "torchscript", "onnx"])
+@pytest.mark.parametrize("fmt", ["safetensors", "torchscript", "onnx", "pt2"])
 def test_each_format_loads_back_with_the_runs_logits(run, tmp_path, fmt):
     if fmt == "safetensors":
         pytest.importorskip("safetensors")
@@ -36,7 +37,8 @@ def test_each_format_loads_back_with_the_runs_logits(run, tmp_path, fmt):
     from tailcon.export import load_exported
 
     out = tmp_path / f"model.{fmt}"
-    out = out.with_name({"safetensors": "m.safetensors", "torchscript": "m.torchscript.pt", "onnx": "m.onnx"}[fmt])
+    out = out.with_name({"safetensors": "m.safetensors", "torchscript": "m.torchscript.pt", "onnx": "m.onnx",
+                         "pt2": "m.pt2"}[fmt])
     assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
     fn, meta = load_exported(out)
     reference = tailcon.load(run, device="cpu")
@@ -74,3 +76,41 @@ def test_loading_for_inference_maps_the_file_and_skips_the_optimizer(run, monkey
     tailcon.load(run, device="cpu")
     assert calls[-1].get("mmap") is True and calls[-1].get("weights_only") is True
     assert "optimizer" in load_checkpoint(run)  # resuming still gets it
+
+
+@pytest.mark.parametrize("fmt, needs_trust", [("safetensors", False), ("onnx", False), ("torchscript", True),
+                                              ("pt2", True)])
+def test_tailcon_load_reads_every_export_and_runs_code_only_when_trusted(run, tmp_path, capsys, fmt, needs_trust):
+    if fmt in ("safetensors", "onnx"):
+        pytest.importorskip("safetensors" if fmt == "safetensors" else "onnxruntime")
+    from tailcon.export import SUFFIX, ExportError
+
+    out = tmp_path / f"m{SUFFIX[fmt]}"
+    assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
+    x = torch.rand(3, 16, 16, 3).mul(255).to(torch.uint8).numpy()
+    expected = tailcon.load(run, device="cpu")(list(x))
+    if needs_trust:
+        with pytest.raises(ExportError, match="can run code stored in it.*trust=True"):
+            tailcon.load(out)
+        capsys.readouterr()
+        Image.fromarray(x[0]).save(tmp_path / "x.png")
+        assert main(["predict", str(out), str(tmp_path / "x.png")]) == 2
+        assert "predict --trust" in capsys.readouterr().err
+        assert main(["predict", str(out), str(tmp_path / "x.png"), "--trust"]) == 0
+    model = tailcon.load(out, device="cpu", trust=needs_trust)
+    torch.testing.assert_close(model(list(x)), expected, rtol=1e-4, atol=1e-5)
+    assert model.classes == tailcon.load(run).classes
+
+
+def test_a_torchscript_file_named_like_a_checkpoint_is_refused_naming_what_to_do(run, tmp_path, capsys):
+    out = tmp_path / "looks_like_a_checkpoint.pt"
+    assert main(["export", str(run), "--format", "torchscript", "--out", str(out)]) == 0
+    assert main(["eval", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "is a TorchScript export, not a checkpoint" in err and "trust=True" in err and "Traceback" not in err
+
+
+def test_the_command_line_offers_every_export_format():
+    from tailcon import cli, export
+
+    assert cli.FORMATS == export.FORMATS

@@ -86,3 +86,27 @@ def test_every_optimiser_follows_every_schedule(tmp_path, name, schedule):
     assert len(groups) == 2 and all(g["lr"] == pytest.approx(records[-1]["lr"]) for g in groups)
     if schedule != "constant":
         assert records[1]["lr"] < records[0]["lr"]
+
+
+@pytest.mark.parametrize("case", ["adapted", "excluded"])
+def test_lars_takes_timms_steps_where_the_two_definitions_agree(case):
+    """timm's Lars divides by ||g|| + wd ||w|| (You et al.'s form), tailcon's by ||g + wd w|| (the
+    SimCLR form): the two agree without weight decay, and on excluded (bias / norm) parameters,
+    which both step as plain momentum SGD."""
+    timm_optim = pytest.importorskip("timm.optim")
+    from tailcon.engine.optim import LARS
+
+    torch.manual_seed(0)
+    ours_p = [torch.nn.Parameter(torch.randn(6, 5)), torch.nn.Parameter(torch.randn(5))]
+    timms_p = [torch.nn.Parameter(p.detach().clone()) for p in ours_p]
+    ours = LARS(ours_p, lr=0.5, momentum=0.9, weight_decay=0.0, trust_coefficient=0.02, exclude=case == "excluded")
+    timms = timm_optim.Lars(timms_p, lr=0.5, momentum=0.9, weight_decay=0.0, trust_coeff=0.02, eps=0.0,
+                            always_adapt=case == "adapted")
+    for step in range(4):
+        grads = [torch.randn_like(p) for p in ours_p]
+        for params, opt in ((ours_p, ours), (timms_p, timms)):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+            opt.step()
+        for a, b in zip(ours_p, timms_p):
+            torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7, msg=f"step {step}")

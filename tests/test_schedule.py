@@ -61,9 +61,9 @@ def test_per_iteration_schedule_changes_the_lr_inside_an_epoch(tmp_path):
     seen = []
     original = trainer.train_step
 
-    def spy(views, labels, extra, amp):
+    def spy(views, labels, extra, amp, **step):
         seen.append(trainer.optimizer.param_groups[0]["lr"])
-        return original(views, labels, extra, amp)
+        return original(views, labels, extra, amp, **step)
 
     trainer.train_step = spy
     trainer.train_one_epoch(0, 2)

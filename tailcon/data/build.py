@@ -52,6 +52,10 @@ def _long_tail(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int, d
 
 
 def _info(d: Mapping, size: int, mean, std, small: bool) -> ImageInfo:
+    if small and d["image_size"] and int(d["image_size"]) != size:
+        raise DataError(f"data.image_size={d['image_size']}: {d['name']} holds {size}x{size} images in memory, which "
+                        f"are padded and cropped, never resized; leave data.image_size unset (or {size}), or use "
+                        "larger images (data.name=folder or list)")
     return ImageInfo(size=int(d["image_size"] or size), mean=tuple(d["mean"] or mean),
                      std=tuple(d["std"] or std), small=small, resize=d["resize_size"])
 

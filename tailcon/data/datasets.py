@@ -156,6 +156,24 @@ class FileListDataset(LabeledImages):
 MAX_IMPLIED_CLASSES = 100_000
 
 
+def list_images(items: Sequence[str | os.PathLike]) -> list[str]:
+    """Image files named on a command line: a directory as its images (:data:`IMAGE_EXTENSIONS`,
+    recursively, sorted, symbolic links to directories not followed), anything else as it is (a
+    missing file is then reported as one unreadable image among the others)."""
+    out: list[str] = []
+    for item in items:
+        p = Path(item)
+        if p.is_dir():
+            found = sorted(str(Path(root) / f) for root, _, files in os.walk(p) for f in files
+                           if Path(f).suffix.lower() in IMAGE_EXTENSIONS)
+            if not found:
+                raise DataError(f"{p} holds no images with extensions {', '.join(IMAGE_EXTENSIONS)}")
+            out += found
+        else:
+            out.append(str(item))
+    return out
+
+
 def parse_list_file(list_path: str | os.PathLike, root: str | os.PathLike,
                     num_classes: Optional[int] = None) -> tuple[list[str], np.ndarray]:
     """Read a ``relative/path label`` list (ImageNet-LT / Places-LT / iNaturalist convention).

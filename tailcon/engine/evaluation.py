@@ -201,6 +201,8 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     method.to(device)
     dataset = data.val if split == "val" else data.test
     dataset.transform = build_eval_transform(data.info)
+    print(f"tailcon eval: classifying the {len(dataset)} images of the {split} split with {ckpt_path} on {device}",
+          flush=True)
     m = evaluation_metrics(predict_dataset(method, dataset, cfg, device, desc=split, info=data.info), counts)
     rows = [(f"{ckpt_path.name} epoch {ckpt['epoch']} ({split})", m)]
     if tau_norm is not None:

@@ -5,6 +5,7 @@ a resumed run continues the same W&B run)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -63,6 +64,46 @@ class RunLogger:
         if self._wandb is not None:
             self._wandb.finish()
             self._wandb = None
+
+
+class _Tee:
+    """A text stream that also appends what is written to a log file; progress-bar redraws
+    (lines with a carriage return) stay on the terminal."""
+
+    def __init__(self, stream, log):
+        self._stream, self._log = stream, log
+
+    def write(self, text: str) -> int:
+        if "\r" not in text:
+            self._log.write(text)
+            if "\n" in text:
+                self._log.flush()
+        return self._stream.write(text)
+
+    def flush(self) -> None:
+        self._stream.flush()
+        self._log.flush()
+
+    def __getattr__(self, name):  # isatty, fileno, encoding, ...: the terminal's
+        return getattr(self._stream, name)
+
+
+@contextlib.contextmanager
+def output_copied_to(path: str | os.PathLike, enabled: bool = True):
+    """While inside, everything printed to stdout and stderr is also appended to ``path``
+    (``RUN_DIR/train.log``), so a run keeps its own log whatever the scheduler does with the
+    terminal's. Yields the log file (None when disabled)."""
+    if not enabled:
+        yield None
+        return
+    log = open(path, "a", encoding="utf-8", errors="backslashreplace")
+    out, err = sys.stdout, sys.stderr
+    sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+    try:
+        yield log
+    finally:
+        sys.stdout, sys.stderr = out, err
+        log.close()
 
 
 def _start_wandb(run: RunDir, wb: Mapping[str, Any], config: Mapping[str, Any]):

@@ -310,9 +310,15 @@ def _epochs(run: dict[str, Any]) -> str:
     return str(run["results"].get("epoch"))
 
 
+def say(text: str) -> None:
+    """A progress line, flushed at once: long steps say what they do, also in a scheduler's log."""
+    print(text, flush=True)
+
+
 def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: int = 2000,
                  model_figures: bool = True, device: Optional[str] = None) -> Path:
     out = Path(out)
+    say(f"tailcon report: reading {len(run_dirs)} run(s)")
     out.mkdir(parents=True, exist_ok=True)
     runs = [load_run(d) for d in run_dirs]
     for run, label in zip(runs, run_labels(runs)):
@@ -350,11 +356,14 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     if any(r["results"].get("reliability") for r in runs):
         figures.append(("reliability.png", "Reliability diagram", plot_reliability))
     for name, title, fn in figures:
+        say(f"tailcon report: drawing {name}")
         fn(runs, out / name)
         lines += ["", f"## {title}", "", f"![{title}]({name})"]
     if model_figures:
         for i, run in enumerate(runs):
             label = run["label"]
+            say(f"tailcon report: classifying the test split with {run['dir']} (confusion matrix, t-SNE of "
+                f"{tsne_points} points; --no-model skips this)")
             pred = outputs_on_test_split(run["dir"], tsne_points, device)
             lines += ["", f"## {label}: test-set figures", ""]
             if len(pred["classes"]) <= 20:

@@ -4,6 +4,7 @@ This module alone knows what a run directory holds (docs/run-directory.md):
 
     RUN_DIR/config.yaml         the resolved config (for a staged run: the whole command's)
     RUN_DIR/metrics.jsonl       one JSON object per epoch
+    RUN_DIR/train.log           what training printed (appended by each session)
     RUN_DIR/tb/                 TensorBoard events
     RUN_DIR/last.pt, best.pt    checkpoints (weights-only loadable)
     RUN_DIR/results.json        written once, by training, at its end
@@ -36,7 +37,7 @@ from typing import Any, Callable, Optional
 import torch
 
 CONFIG, METRICS, TENSORBOARD, RESULTS = "config.yaml", "metrics.jsonl", "tb", "results.json"
-STAGES, FAILED, LOCK, MANIFEST = "stages.json", "failed.txt", ".lock", "manifest.json"
+STAGES, FAILED, LOCK, MANIFEST, LOG = "stages.json", "failed.txt", ".lock", "manifest.json", "train.log"
 CHECKPOINTS = ("last", "best")
 
 
@@ -138,7 +139,7 @@ def is_temporary_of(name: str, files: tuple[str, ...]) -> bool:
 
 
 # what only a run's training process writes: its leftovers are stale once that process holds the lock
-TRAINING_FILES = (CONFIG, METRICS, RESULTS, MANIFEST, STAGES, "last.pt", "best.pt")
+TRAINING_FILES = (CONFIG, METRICS, RESULTS, MANIFEST, STAGES, LOG, "last.pt", "best.pt")
 
 
 def remove_stale_temporaries(run: "RunDir") -> list[Path]:
@@ -166,6 +167,10 @@ def load_checkpoint(path: str | os.PathLike, which: str = "last", for_inference:
     ``for_inference``: the file is memory-mapped and the optimizer state left out, so it is never
     read from disk (momentum buffers are as large as the model)."""
     path = resolve_checkpoint(path, which)
+    if _is_torchscript(path):
+        raise RunDirError(f"{path} is a TorchScript export, not a checkpoint; its loading can run code stored in it: "
+                          "tailcon.load(PATH, trust=True) (tailcon predict --trust) runs it if you trust its source, "
+                          "or use the run directory or its .safetensors export")
     try:
         ckpt = _load_mapped(path) if for_inference else torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
@@ -179,6 +184,19 @@ def load_checkpoint(path: str | os.PathLike, which: str = "last", for_inference:
         raise RunDirError(f"{path} is not a tailcon checkpoint (no 'model' and 'config' entries: a plain state dict?). "
                           f"To start a run from its weights: model.pretrained={path}")
     return {k: v for k, v in ckpt.items() if k not in TRAINING_ONLY} if for_inference else ckpt
+
+
+def _is_torchscript(path: Path) -> bool:
+    """A TorchScript archive: a zip holding code/ and constants.pkl (a checkpoint holds data.pkl only)."""
+    import zipfile
+
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return False
+    return any(n.split("/", 1)[-1].startswith("code/") for n in names) and \
+        any(n.endswith("/constants.pkl") for n in names)
 
 
 def _load_mapped(path: Path, attempts: int = 10) -> Any:
@@ -268,6 +286,10 @@ class RunDir:
         return self.path / RESULTS
 
     @property
+    def log(self) -> Path:
+        return self.path / LOG
+
+    @property
     def manifest(self) -> Path:
         return self.path / MANIFEST
 
@@ -333,6 +355,7 @@ class RunLock:
         self.path = path
         self._fd: Optional[int] = None
         self._made_dir = False
+        self._made: list[Path] = []
 
     def acquire(self) -> "RunLock":
         try:
@@ -342,7 +365,8 @@ class RunLock:
         folder = self.path.parent
         if folder.exists() and not folder.is_dir():
             raise RunDirError(f"run_dir={folder} is a file, not a directory; give another run_dir=")
-        self._made_dir = not folder.exists()
+        self._made = [p for p in (folder, *folder.parents) if not p.exists()]  # e.g. runs/ and runs/<name>
+        self._made_dir = bool(self._made)
         try:
             folder.mkdir(parents=True, exist_ok=True)
             # never follow a link: a .lock pointing elsewhere would have its target truncated
@@ -378,7 +402,11 @@ class RunLock:
 
         if self._made_dir and not RunDir(self.path.parent).holds_run():
             self.path.unlink(missing_ok=True)
-            self.path.parent.rmdir()
+            for folder in self._made:  # the run directory, then the parents this lock made (runs/), if empty
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
         fcntl.flock(self._fd, fcntl.LOCK_UN)
         os.close(self._fd)
         self._fd = None

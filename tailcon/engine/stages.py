@@ -16,6 +16,7 @@ from .. import config as C
 from .. import distributed as D
 from ..methods import get_method
 from .device import resolve_amp, resolve_device
+from .logging import output_copied_to
 from .rundir import (CHECKPOINTS, TENSORBOARD, TRAINING_FILES, RunDir, RunDirError, RunLock, atomic_write_text,
                      load_checkpoint, remove_stale_temporaries, run_dir_of, unique_run_dir)
 
@@ -150,12 +151,18 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
     resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # before any directory is touched
     lock = claim_run_dir(cfg)
     try:
-        stages = get_method(cfg["method"]["name"]).stages(cfg)
-        if not stages:
-            result = _train_single(cfg)
-            D.barrier()
-            return result
-        return _train_stages(cfg, stages)
+        with output_copied_to(RunDir(cfg["run_dir"]).log, enabled=D.is_main_process()) as log:
+            try:
+                stages = get_method(cfg["method"]["name"]).stages(cfg)
+                if not stages:
+                    result = _train_single(cfg)
+                    D.barrier()
+                    return result
+                return _train_stages(cfg, stages)
+            except Exception as e:
+                if log is not None:  # the error the command line prints, in the run's log too
+                    log.write(f"tailcon: error: {type(e).__name__}: {e}\n")
+                raise
     except BaseException:
         if not cfg["resume"] and D.is_main_process():
             remove_unstarted(RunDir(cfg["run_dir"]))

@@ -22,6 +22,7 @@ from .. import distributed as D
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
 from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
+from ..models import check_input_size
 from ..models.grouped_bn import convert_grouped_batchnorm, images_per_view
 from ..models.sync_batchnorm import convert_sync_batchnorm
 from ..models.trainable import set_trainable
@@ -83,6 +84,7 @@ class Trainer:
         self.method = build_method(cfg, self.data.num_classes, self.data.cls_num_list,
                                    load_pretrained=resume_from is None)
         info = self.data.info
+        check_input_size(self.method.backbone, info.size, m["backbone"])  # before the run writes anything
         eval_tf = build_eval_transform(info)
         self.data.test.transform = eval_tf
         if self.data.val is not None:
@@ -110,6 +112,9 @@ class Trainer:
                           broadcast_buffers=False, find_unused_parameters=self.method.has_unused_parameters)
             self.step_fn = lambda views, labels, **extra: ddp(views, labels, extra)
         self.optimizer = build_optimizer(self.method, cfg["optim"])
+        self.accumulate = int(cfg["train"]["accumulate"])
+        clip = cfg["optim"]["clip_grad_norm"]
+        self.clip_grad_norm = float(clip) if clip is not None else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp == "fp16"))
         paired = self.method.paired_batch()  # e.g. Hybrid's class-balanced CE batch, drawn alongside
         self.pipeline = choose_pipeline(cfg["data"]["pipeline"], self.method, self.data, self.device,
@@ -164,6 +169,7 @@ class Trainer:
         self.method.train()
         self.sampler.set_epoch(epoch)
         show = show_progress(self.cfg) and self.is_main
+        plain = self.is_main and not show
         max_steps = t["max_steps_per_epoch"]
         log_every = int(t["log_every"])
         sums: dict[str, torch.Tensor] = {}
@@ -181,7 +187,8 @@ class Trainer:
                 lr = lr_at_position(epoch + step / total, self.cfg["optim"], num_epochs)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-            losses = self.train_step(views, labels, extra, amp)
+            losses = self.train_step(views, labels, extra, amp, micro=step,
+                                     last=step + 1 == total)
             loss = losses["loss"]
             bs = labels.shape[0]
             n_images += bs
@@ -195,6 +202,9 @@ class Trainer:
                     raise NonFiniteLossError(
                         f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}. {self.non_finite_hint()}")
                 bar.set_postfix(loss=f"{value:.4f}")
+                if plain and step + 1 < total:  # off a terminal (a scheduler's log): a line instead of a bar
+                    self.log(_step_line(epoch + 1, num_epochs, step + 1, total, losses, self.optimizer.param_groups[0]["lr"],
+                                        n_images * self.world_size, time.perf_counter() - start), flush=True)
         elapsed = time.perf_counter() - start
         if self.world_size > 1:  # epoch means over the global batch
             keys = sorted(sums)
@@ -207,14 +217,22 @@ class Trainer:
         out.update(time_s=elapsed, images_per_s=n_images / max(elapsed, 1e-9), images=n_images)
         return out
 
-    def train_step(self, views, labels, extra, amp) -> dict[str, torch.Tensor]:
-        """One optimisation step on a batch already on the device; returns the losses."""
+    def train_step(self, views, labels, extra, amp, micro: int = 0, last: bool = True) -> dict[str, torch.Tensor]:
+        """The forward and backward pass of one batch already on the device, and the optimiser
+        step once ``train.accumulate`` batches (``micro`` counts them in the epoch; an epoch's
+        ``last`` batch always steps) have summed their gradients; returns the losses."""
+        k = self.accumulate
         with amp, images_per_view(labels.shape[0]):
             losses = self.step_fn(views, labels, **extra)
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scaler.scale(losses["loss"]).backward()
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        if micro % k == 0:
+            self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(losses["loss"] / k if k > 1 else losses["loss"]).backward()
+        if (micro + 1) % k == 0 or last:
+            if self.clip_grad_norm is not None:
+                self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the fp16-scaled ones
+                torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.clip_grad_norm)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
         return losses
 
     def batches(self):
@@ -363,6 +381,17 @@ def _summary(m: Mapping[str, Any]) -> dict[str, Any]:
 
 def _counts_summary(counts) -> str:
     return f"{max(counts)}..{min(counts)}" if counts else "-"
+
+
+def _step_line(epoch: int, num_epochs: int, step: int, steps: int, losses: Mapping[str, torch.Tensor], lr: float,
+               images: int, elapsed: float) -> str:
+    """``epoch 3/200 step 50/97 loss 1.2345 (ce 0.9 con 0.33) lr 0.1 412 img/s ETA 0:00:12`` (this epoch)."""
+    parts = {k: float(v.detach()) for k, v in losses.items()}  # at the log point, where the loop syncs anyway
+    loss = parts.pop("loss")
+    detail = " ".join(f"{k.removeprefix('loss_')} {v:.4g}" for k, v in parts.items())
+    eta = int(elapsed / step * (steps - step))
+    return (f"epoch {epoch}/{num_epochs} step {step}/{steps} loss {loss:.4f}{f' ({detail})' if detail else ''} "
+            f"lr {lr:.4g} {images / max(elapsed, 1e-9):.0f} img/s ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
 
 
 def _epoch_line(r: Mapping[str, Any], num_epochs: int) -> str:

@@ -45,6 +45,29 @@ def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
     return b.layer4(b.layer3(b.layer2(b.layer1(x))))
 
 
+@torch.no_grad()
+def check_input_size(backbone: nn.Module, size: int, name: str) -> None:
+    """One image of ``size`` x ``size`` through ``backbone`` before a run writes anything: a
+    network whose strides or kernels need larger images fails here with a message that names the
+    size it needs, not at step 1 with a convolution's traceback."""
+    was_training = backbone.training
+    param = next(backbone.parameters(), None)
+    x = torch.zeros(1, 3, size, size, device=param.device if param is not None else None,
+                    dtype=param.dtype if param is not None and param.is_floating_point() else None)
+    try:
+        backbone.eval()
+        backbone(x)
+    except (RuntimeError, ValueError, AssertionError) as e:
+        wanted = getattr(getattr(backbone, "model", None), "pretrained_cfg", {}).get("input_size")
+        needs = f"its default input is {wanted[-1]}x{wanted[-2]}: set data.image_size={wanted[-1]}" if wanted else \
+            "set a larger data.image_size"
+        why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ValueError(f"model.backbone={name} cannot take the {size}x{size} images of this dataset ({why}); "
+                         f"{needs}, or choose a network made for small images (resnet8 ... resnet110)") from None
+    finally:
+        backbone.train(was_training)
+
+
 def check_backbone(name: Any) -> str | None:
     """The ``model.backbone`` rule: None when valid, else what was expected."""
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
@@ -54,5 +77,5 @@ def check_backbone(name: Any) -> str | None:
     return f"one of {', '.join(BACKBONES)}, or timm:<model name>"
 
 
-__all__ = ["check_backbone", "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
+__all__ = ["check_backbone", "check_input_size", "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
            "build_backbone", "build_classifier"]

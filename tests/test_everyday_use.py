@@ -1,0 +1,160 @@
+"""The daily comforts: logs that work without a terminal, a run's own log file, progress messages."""
+
+import pytest
+
+from tailcon.cli import main
+from tailcon.engine import train
+
+from conftest import tiny_cfg
+
+
+def test_off_a_terminal_training_prints_a_plain_line_every_log_every_steps(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, "train.log_every=2", "data.batch_size=64", epochs=1))  # 527 images: 9 steps
+    out = capsys.readouterr().out
+    steps = [line for line in out.splitlines() if line.startswith("epoch 1/1 step ")]
+    assert [line.split()[3] for line in steps] == ["2/9", "4/9", "6/9", "8/9"]
+    assert all(" loss " in line and " lr " in line and " img/s ETA " in line for line in steps)
+
+
+def test_a_run_keeps_what_it_printed_in_train_log_across_resumes(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2", "--no-progress"]) == 0
+    first = capsys.readouterr().out
+    log = (run / "train.log").read_text()
+    assert "Results on the test split" in log and "epoch   1/1" in log
+    assert [line for line in first.splitlines() if line.startswith("tailcon: method")][0] in log
+    assert main(["train", f"resume={run}", "train.epochs=2", "train.max_steps_per_epoch=2", "--no-progress"]) == 0
+    log = (run / "train.log").read_text()
+    assert "Results on the test split" in log.split("resuming after epoch 1")[1], "a resume appends"
+
+
+def test_a_failed_resume_records_its_error_in_train_log(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2", "--no-progress"]) == 0
+    (run / "metrics.jsonl").write_text('{"epoch": 1}\n{"epo\n{"epoch": 1}\n')  # damaged before the last line
+    assert main(["train", f"resume={run}", "train.epochs=2", "--no-progress"]) == 2
+    assert "damaged record" in (run / "train.log").read_text().splitlines()[-1]
+
+
+def test_eval_says_what_it_classifies_before_the_figures(tmp_path, capsys):
+    run = tmp_path / "run"
+    assert main(["train", f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2", "--no-progress"]) == 0
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert out.index("tailcon eval: classifying the 300 images of the test split") < out.index("top1")
+
+
+def test_a_run_that_fails_loading_data_leaves_no_empty_runs_folder(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "cifar10_lt/ce", f"data.root={tmp_path / 'nowhere'}"]) == 2
+    assert "nowhere" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == [], "neither runs/<date>-<name> nor runs/ is left"
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("digits") / "run"
+    assert main(["train", f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2", "--no-progress"]) == 0
+    return run
+
+
+def _image_folder(root, n=3):
+    from PIL import Image
+
+    (root / "sub").mkdir(parents=True)
+    for i in range(n):
+        Image.new("RGB", (16, 16), (30 * i, 60, 90)).save((root / "sub" if i else root) / f"{i}.png")
+    (root / "notes.txt").write_text("not an image")
+    return root
+
+
+def test_predict_takes_a_folder_and_writes_json_lines(digits_run, tmp_path, capsys):
+    import json
+
+    folder = _image_folder(tmp_path / "imgs")
+    (folder / "broken.png").write_bytes(b"not a png")
+    assert main(["predict", str(digits_run), str(folder), "--json", "--topk", "2"]) == 2
+    captured = capsys.readouterr()
+    records = [json.loads(line) for line in captured.out.splitlines()]
+    assert sorted(r["image"] for r in records) == sorted(str(p) for p in folder.rglob("*.png"))
+    good = [r for r in records if "top" in r]
+    assert len(good) == 3 and all(len(r["top"]) == 2 and 0 <= r["top"][0]["probability"] <= 1 for r in good)
+    assert [r["image"] for r in records if "error" in r] == [str(folder / "broken.png")]
+    assert "tailcon predict:" in captured.err and "1 of 4 images could not be read" in captured.err
+
+
+def test_features_and_embed_give_the_backbone_features(digits_run, tmp_path, capsys):
+    import numpy as np
+    import torch
+
+    import tailcon
+
+    folder = _image_folder(tmp_path / "imgs")
+    model = tailcon.load(digits_run, device="cpu")
+    paths = sorted(str(p) for p in folder.rglob("*.png"))
+    feats = model.features(paths)
+    with torch.no_grad():
+        expected = model.model.backbone(model.preprocess(paths))
+    torch.testing.assert_close(feats, expected)
+    assert feats.shape == (3, 64)
+    out = tmp_path / "feats.npy"
+    assert main(["embed", str(digits_run), str(folder), "--out", str(out)]) == 0
+    saved = np.load(out)
+    listed = (tmp_path / "feats.txt").read_text().splitlines()
+    assert listed == paths and saved.dtype == np.float32
+    np.testing.assert_allclose(saved, feats.numpy(), rtol=1e-5, atol=1e-6)
+
+
+def _trainer_without_batchnorm(tmp_path, *overrides):
+    import torch
+
+    from tailcon.engine import Trainer
+
+    trainer = Trainer(tiny_cfg(tmp_path, "method.name=ce", "train.channels_last=false", *overrides, epochs=1))
+    for name, module in list(trainer.method.named_modules()):
+        for child_name, child in list(module.named_children()):
+            if isinstance(child, torch.nn.BatchNorm2d):  # BatchNorm couples a batch's samples
+                setattr(module, child_name, torch.nn.Identity())
+    trainer.optimizer = type(trainer.optimizer)(trainer.method.parameters(), **trainer.optimizer.defaults)
+    return trainer
+
+
+def test_accumulated_batches_step_as_one_batch_of_their_size(tmp_path):
+    import contextlib
+
+    import torch
+
+    torch.manual_seed(1)
+    views, labels = [torch.randn(64, 3, 16, 16)], torch.randint(0, 10, (64,))
+    whole = _trainer_without_batchnorm(tmp_path / "a", "data.batch_size=64")
+    halves = _trainer_without_batchnorm(tmp_path / "b", "data.batch_size=32", "train.accumulate=2")
+    halves.method.load_state_dict(whole.method.state_dict())
+    amp = contextlib.nullcontext()
+    for _ in range(2):  # two optimiser steps: momentum included
+        whole.train_step(views, labels, {}, amp, micro=0, last=True)
+        before = [p.detach().clone() for p in halves.method.parameters()]
+        halves.train_step([views[0][:32]], labels[:32], {}, amp, micro=0, last=False)
+        assert all(torch.equal(a, b) for a, b in zip(before, halves.method.parameters())), "no step mid-way"
+        halves.train_step([views[0][32:]], labels[32:], {}, amp, micro=1, last=False)
+    for (name, a), b in zip(whole.method.named_parameters(), halves.method.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+
+
+def test_gradients_are_clipped_to_clip_grad_norm_before_the_step(tmp_path):
+    import contextlib
+
+    import torch
+
+    trainer = _trainer_without_batchnorm(tmp_path, "optim.clip_grad_norm=0.01", "data.batch_size=16")
+    norms = []
+    step = trainer.optimizer.step
+
+    def recording_step(*args, **kwargs):
+        grads = [p.grad for p in trainer.method.parameters() if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))))
+        return step(*args, **kwargs)
+
+    trainer.optimizer.step = recording_step
+    trainer.train_step([torch.randn(16, 3, 16, 16)], torch.randint(0, 10, (16,)), {}, contextlib.nullcontext())
+    assert norms and norms[0] <= 0.01 * (1 + 1e-4)
