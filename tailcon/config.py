@@ -97,6 +97,8 @@ DEFAULTS: dict[str, Any] = {
         "num_workers": 2,
         "sampler": "instance",  # instance | class_balanced | sqrt
         "drop_last": False,
+        "mixup": 0.0,  # Beta(a, a) of Mixup; 0: off (classification methods only: tailcon.data.mixing)
+        "cutmix": 0.0,  # Beta(a, a) of CutMix; 0: off. Both on: one of the two per batch
     },
     "model": {
         "backbone": "resnet32",
@@ -150,6 +152,12 @@ DEFAULTS: dict[str, Any] = {
         # optimise every N batches on their summed gradients (a batch N x data.batch_size where the loss is a
         # mean over independent samples; not for contrastive or BatchNorm-coupled batches: docs/methods.md)
         "accumulate": 1,
+        # an exponential moving average of the weights (decay, e.g. 0.999), updated after every step, evaluated
+        # beside the raw weights and saved in the checkpoints; null: off
+        "ema": None,
+        # every N epochs (and the last): kNN top-1 of the backbone features (k 20, cosine, weighted as
+        # solo-learn's monitor), train split against test/val; null: off
+        "knn_every": None,
     },
 }
 
@@ -172,6 +180,8 @@ _TYPES: dict[str, tuple[type, ...]] = {
     "data.std": (list,),
     "train.max_steps_per_epoch": (int,),
     "optim.clip_grad_norm": (int, float),
+    "train.ema": (int, float),
+    "train.knn_every": (int,),
     "train.compile": (bool, str),
     "run_dir": (str,),
     "resume": (str,),
@@ -430,6 +440,8 @@ VALUE_RULES: dict[str, Rule] = {
     "data.eval_batch_size": integer(1),
     "data.pipeline": one_of(("auto", "device", "reference")),
     "data.num_workers": integer(0),
+    "data.mixup": number(0),
+    "data.cutmix": number(0),
     "data.sampler": one_of(_lazy(".data.samplers", "SAMPLERS")),
     "model.backbone": lambda v: _backbone(v),
     "model.classifier": one_of(("linear", "cosine")),
@@ -458,6 +470,8 @@ VALUE_RULES: dict[str, Rule] = {
     "train.max_steps_per_epoch": integer(1),
     "train.log_every": integer(1),
     "train.accumulate": integer(1, 1024),
+    "train.ema": number(0, 1, lo_open=True, hi_open=True),
+    "train.knn_every": integer(1),
     "optim.clip_grad_norm": number(0, lo_open=True),
 }
 
@@ -565,6 +579,9 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
 
     method = get_method(cfg["method"]["name"])
     cfg["method"] = {"name": method.name, **method.validate_config(cfg["method"])}
+    if (cfg["data"]["mixup"] or cfg["data"]["cutmix"]) and not method.soft_targets:
+        raise ConfigError(f"data.mixup / data.cutmix need a loss that takes soft targets (ce, logit_adjusted, "
+                          f"balanced_softmax, class_balanced, ldam_drw); method {method.name!r} contrasts its batch")
     return cfg
 
 

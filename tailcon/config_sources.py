@@ -23,12 +23,13 @@ from . import config as C
 
 # besides every method key: the keys that make a recipe (the rest are plumbing: workers, logging)
 RECIPE_KEYS = ("data.name", "data.imbalance_factor", "data.batch_size", "data.drop_last", "data.sampler",
+               "data.mixup", "data.cutmix",
                "data.train_augment", "data.image_size", "model.backbone", "model.classifier", "model.cosine_scale",
                "model.zero_init_residual", "model.pretrained", "model.bn_batch", "model.bn_layout", "model.trainable",
                "optim.name", "optim.lr", "optim.momentum",
                "optim.nesterov", "optim.weight_decay", "optim.schedule", "optim.warmup_epochs",
                "optim.warmup_overshoot", "optim.milestones", "optim.gamma", "optim.min_lr_ratio",
-               "optim.per_iteration", "optim.clip_grad_norm", "train.epochs", "train.accumulate", "train.amp",
+               "optim.per_iteration", "optim.clip_grad_norm", "train.epochs", "train.accumulate", "train.ema", "train.amp",
                "train.eval_every")
 # plumbing: changes how a run executes, not what it learns
 _PLUMBING = {"name", "data.root", "data.download", "data.num_workers", "data.eval_batch_size", "data.pipeline",

@@ -18,7 +18,9 @@ def golden_files(prefix: str) -> list[Path]:
 def golden_params(prefix: str):
     files = golden_files(prefix)
     if not files:
-        return [pytest.param(None, marks=pytest.mark.skip(reason=f"no {prefix}*.npz in {GOLDEN}"))]
+        return [pytest.param(None, marks=pytest.mark.skip(
+            reason=f"golden vectors from the authors' code are not part of the repository (set TAILCON_GOLDEN=DIR to "
+                   f"a folder holding them): no {prefix}*.npz in {GOLDEN}"))]
     return [pytest.param(f, id=f.stem) for f in files]
 
 

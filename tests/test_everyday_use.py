@@ -158,3 +158,126 @@ def test_gradients_are_clipped_to_clip_grad_norm_before_the_step(tmp_path):
     trainer.optimizer.step = recording_step
     trainer.train_step([torch.randn(16, 3, 16, 16)], torch.randint(0, 10, (16,)), {}, contextlib.nullcontext())
     assert norms and norms[0] <= 0.01 * (1 + 1e-4)
+
+
+def test_ema_weights_are_the_moving_average_of_the_steps_and_survive_a_resume(tmp_path):
+    import contextlib
+    import json
+
+    import torch
+
+    from tailcon.engine import Trainer, load_checkpoint
+
+    trainer = Trainer(tiny_cfg(tmp_path / "a", "train.ema=0.5", "data.batch_size=16", epochs=1))
+    snapshots = []
+    for _ in range(2):
+        trainer.train_step([torch.randn(16, 3, 16, 16)], torch.randint(0, 10, (16,)), {}, contextlib.nullcontext())
+        snapshots.append({k: v.detach().clone() for k, v in trainer.method.named_parameters()})
+    averaged = dict(trainer.ema.module.named_parameters())
+    for name, w2 in snapshots[1].items():  # first update copies, then ema = 0.5 ema + 0.5 w
+        torch.testing.assert_close(averaged[name], 0.5 * snapshots[0][name] + 0.5 * w2, msg=name)
+
+    from tailcon.engine import Trainer
+
+    class Killed(Exception):
+        pass
+
+    args = ("train.ema=0.9", "train.max_steps_per_epoch=3")
+    train(tiny_cfg(tmp_path / "c", *args, epochs=2))
+    original = Trainer.train_one_epoch
+
+    def dies_in_epoch_2(self, epoch, num_epochs):
+        if epoch == 1:
+            raise Killed()
+        return original(self, epoch, num_epochs)
+
+    Trainer.train_one_epoch = dies_in_epoch_2
+    try:
+        with pytest.raises(Killed):
+            train(tiny_cfg(tmp_path / "b", *args, epochs=2))
+    finally:
+        Trainer.train_one_epoch = original
+    train(tiny_cfg(tmp_path / "b", *args, f"resume={tmp_path / 'b' / 'run'}", epochs=2))
+    resumed, straight = (load_checkpoint(tmp_path / d / "run" / "last.pt")["ema"] for d in ("b", "c"))
+    for key in straight:
+        torch.testing.assert_close(resumed[key], straight[key], rtol=0, atol=0, msg=key)
+    results = json.loads((tmp_path / "c" / "run" / "results.json").read_text())
+    assert 0 <= results["ema"]["top1"] <= 100 and "ema" in json.loads(
+        (tmp_path / "c" / "run" / "metrics.jsonl").read_text().splitlines()[-1])
+
+
+def test_knn_predict_votes_with_the_nearest_training_features():
+    import torch
+
+    from tailcon.engine.trainer import knn_predict
+
+    torch.manual_seed(0)
+    centres = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)
+    bank_labels = torch.arange(4).repeat_interleave(10)
+    bank = centres[bank_labels] + 0.05 * torch.randn(40, 8)
+    query_labels = torch.tensor([3, 1, 0, 2, 2])
+    query = centres[query_labels] + 0.05 * torch.randn(5, 8)
+    assert knn_predict(query, bank, bank_labels, 4, k=5, chunk=2).tolist() == query_labels.tolist()
+    # against a per-query loop
+    sims = torch.nn.functional.normalize(query, dim=1) @ torch.nn.functional.normalize(bank, dim=1).t()
+    for q in range(5):
+        top = sims[q].topk(5)
+        votes = torch.zeros(4).index_add_(0, bank_labels[top.indices], (top.values / 0.07).exp())
+        assert knn_predict(query[q:q + 1], bank, bank_labels, 4, k=5).item() == int(votes.argmax())
+
+
+def test_knn_monitor_runs_during_contrastive_pretraining(tmp_path):
+    import json
+
+    train(tiny_cfg(tmp_path, "method.name=supcon", "method.stage=pretrain", "train.knn_every=1",
+                   "data.batch_size=32", "train.max_steps_per_epoch=2", epochs=2))
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["knn"]["split"] for r in records] == ["val", "val"]
+    assert all(0 <= r["knn"]["top1"] <= 100 and r["knn"]["k"] == 20 for r in records)
+
+
+def test_mixup_is_a_convex_combination_with_a_permuted_partner():
+    import numpy as np
+    import torch
+
+    from tailcon.data.mixing import mix_batch
+
+    np.random.seed(0)
+    torch.manual_seed(0)
+    x, y = torch.randn(8, 3, 6, 6), torch.arange(8)
+    mixed, partners, lam = mix_batch(x, y, mixup=0.4, cutmix=0.0)
+    assert 0 < lam < 1 and sorted(partners.tolist()) == list(range(8))
+    torch.testing.assert_close(mixed, lam * x + (1 - lam) * x[partners])
+    assert mix_batch(x, y, 0.0, 0.0) is None
+
+
+def test_cutmix_pastes_a_box_whose_area_sets_the_weight():
+    import numpy as np
+    import torch
+
+    from tailcon.data.mixing import mix_batch
+
+    for seed in range(5):
+        np.random.seed(seed)
+        torch.manual_seed(seed)
+        x, y = torch.randn(4, 3, 16, 16), torch.arange(4)
+        mixed, partners, lam = mix_batch(x, y, mixup=0.0, cutmix=1.0)
+        pasted = (mixed != x).any(dim=1)  # [B, H, W]: where a partner's pixels came in
+        own = partners != y
+        assert torch.equal(mixed[~own], x[~own])
+        for i in torch.nonzero(own).flatten():
+            assert torch.equal(mixed[i][:, pasted[i]], x[partners[i]][:, pasted[i]])
+            assert abs(float(pasted[i].float().mean()) - (1 - lam)) < 1e-6
+
+
+def test_mixing_trains_classification_methods_and_is_refused_for_contrastive_ones(tmp_path, capsys):
+    import math
+
+    from tailcon.engine import Trainer
+
+    trainer = Trainer(tiny_cfg(tmp_path, "method.name=logit_adjusted", "data.mixup=0.2", "data.cutmix=1.0",
+                               "train.max_steps_per_epoch=3", epochs=1))
+    assert math.isfinite(trainer.train_one_epoch(0, 1)["loss"])
+    assert trainer.cfg["data"]["mixup"] == 0.2, "recorded in the run's config"
+    assert main(["train", "method.name=bcl", "data.mixup=0.2", f"run_dir={tmp_path / 'bcl'}"]) == 2
+    assert "need a loss that takes soft targets" in capsys.readouterr().err

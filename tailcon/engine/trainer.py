@@ -113,6 +113,12 @@ class Trainer:
             self.step_fn = lambda views, labels, **extra: ddp(views, labels, extra)
         self.optimizer = build_optimizer(self.method, cfg["optim"])
         self.accumulate = int(cfg["train"]["accumulate"])
+        self.ema = None
+        if cfg["train"]["ema"] is not None:  # a copy of the weights (and BN statistics), averaged after every step
+            from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+            self.ema = AveragedModel(self.method, multi_avg_fn=get_ema_multi_avg_fn(float(cfg["train"]["ema"])),
+                                     use_buffers=True)
         clip = cfg["optim"]["clip_grad_norm"]
         self.clip_grad_norm = float(clip) if clip is not None else None
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp == "fp16"))
@@ -151,12 +157,17 @@ class Trainer:
                 "scaler": self.scaler.state_dict(), "best": self.best, "pending_eval": self.pending,
                 "config": C.plain(self.cfg), "data_name": self.data.name, "num_classes": self.data.num_classes,
                 "classes": self.data.classes, "cls_num_list": self.data.cls_num_list,
-                "image_info": dataclasses.asdict(self.data.info), "tailcon_format": 2}
+                "image_info": dataclasses.asdict(self.data.info), "tailcon_format": 2,
+                **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
 
     def load_state(self, ckpt: Mapping[str, Any]) -> None:
         self.method.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.ema is not None:
+            if "ema" not in ckpt:
+                raise RunDirError("this checkpoint holds no EMA weights: train.ema can be set only when a run starts")
+            self.ema.load_state_dict(ckpt["ema"])
         self.start_epoch = int(ckpt["epoch"])
         self.best = ckpt.get("best")
         self.pending = ckpt.get("pending_eval")
@@ -233,6 +244,8 @@ class Trainer:
                 torch.nn.utils.clip_grad_norm_(self.method.parameters(), self.clip_grad_norm)
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update_parameters(self.method)
         return losses
 
     def batches(self):
@@ -253,10 +266,29 @@ class Trainer:
                       memory_format=self.memory_format if v.dim() == 4 else torch.preserve_format) for v in views]
         return views, labels.to(self.device, non_blocking=True)
 
-    def evaluate(self, split: str = "test") -> dict[str, Any]:
+    def evaluate(self, split: str = "test", model: Optional[torch.nn.Module] = None) -> dict[str, Any]:
         dataset = {"test": self.data.test, "val": self.data.val}[split]
-        pred = predict_dataset(self.method, dataset, self.cfg, self.device, desc=split, info=self.data.info)
+        pred = predict_dataset(model or self.method, dataset, self.cfg, self.device, desc=split, info=self.data.info)
         return evaluation_metrics(pred, self.data.cls_num_list)
+
+    @torch.no_grad()
+    def knn_monitor(self, k: int = 20, temperature: float = 0.07) -> dict[str, Any]:
+        """kNN top-1 (overall and Many/Medium/Few) of the backbone features: every val (else test)
+        image votes with its k most cosine-similar training images, each weighted exp(sim / T)
+        (solo-learn's monitor). Training images go through the test-time transform."""
+        train = copy.copy(self.data.train)
+        train.transform = build_eval_transform(self.data.info)
+        split = "val" if self.data.has_val else "test"
+        dataset = self.data.val if split == "val" else self.data.test
+        bank = predict_dataset(self.method, train, self.cfg, self.device, desc="knn bank", info=self.data.info,
+                               keep_features=True)
+        query = predict_dataset(self.method, dataset, self.cfg, self.device, desc=f"knn {split}",
+                                info=self.data.info, keep_features=True)
+        preds = knn_predict(query.features, bank.features, bank.labels, self.data.num_classes, k, temperature)
+        from .metrics import shot_accuracy
+
+        out = shot_accuracy(preds, query.labels, self.data.cls_num_list)
+        return {"split": split, "k": k, **{g: out[g] for g in ("top1", "many", "medium", "few")}}
 
     def log(self, *args, **kwargs) -> None:
         if self.is_main:
@@ -279,6 +311,8 @@ class Trainer:
         if not self.data.has_val or last:
             final = self.evaluate("test")
             record["test"] = _summary(final)
+        if self.ema is not None:  # the averaged weights, beside the raw ones (selection stays on the raw ones)
+            record["ema"] = {s: _summary(self.evaluate(s, self.ema.module)) for s in ("val", "test") if s in record}
         score = record[selection]["top1"]
         if self.best is None or score > self.best["score"]:
             if "test" not in record:
@@ -328,6 +362,9 @@ class Trainer:
                 stats = self.train_one_epoch(epoch, num_epochs)
                 record = {"epoch": epoch + 1, "lr": lr, **stats}
                 last = epoch + 1 == num_epochs
+                knn_every = t["knn_every"]
+                if knn_every and ((epoch + 1) % knn_every == 0 or last):  # also in pre-training stages
+                    record["knn"] = self.knn_monitor()
                 evaluates = self.method.evaluates and ((epoch + 1) % eval_every == 0 or last)
                 # the epoch's training is saved before evaluating it: an evaluation failure loses no training
                 self.pending = record if evaluates else None
@@ -352,6 +389,9 @@ class Trainer:
         results = {**final, "split": "test", "checkpoint": self.run.checkpoint("last").name, "epoch": num_epochs,
                    "best": self.best}
         rows = [(f"final epoch {num_epochs} (test)", final)]
+        if self.ema is not None:
+            results["ema"] = self.evaluate("test", self.ema.module)
+            rows.append((f"final epoch {num_epochs}, EMA weights", results["ema"]))
         if self.best is not None and "test" in self.best:
             rows.append((f"best epoch {self.best['epoch']} (picked on {selection})", self.best["test"]))
         self.log(format_report(rows, title=f"Results on the test split ({final['num_images']} images)"))
@@ -373,6 +413,19 @@ class Trainer:
             hint += (f"classes {empty[:20]} have no training image (data.allow_empty_classes=true), which "
                      "class-balanced sampling and class-prior losses cannot handle; ")
         return hint + "try a lower optim.lr or train.amp=none"
+
+
+def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int = 20,
+                temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Weighted kNN classes [Q] of ``query`` [Q, D] against ``bank`` [N, D] with ``bank_labels``
+    [N]: cosine similarities, the k nearest vote exp(sim / temperature) each. In chunks of queries."""
+    bank = torch.nn.functional.normalize(bank.float(), dim=1)
+    preds = []
+    for q in torch.nn.functional.normalize(query.float(), dim=1).split(chunk):
+        sim, idx = (q @ bank.t()).topk(min(k, bank.shape[0]), dim=1)
+        votes = torch.zeros(q.shape[0], num_classes).scatter_add_(1, bank_labels[idx].long(), (sim / temperature).exp())
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 def _summary(m: Mapping[str, Any]) -> dict[str, Any]:
@@ -401,6 +454,10 @@ def _epoch_line(r: Mapping[str, Any], num_epochs: int) -> str:
         if split in r:
             m = r[split]
             line += f" | {split} top1 {m['top1']:.2f}"
+            if split in r.get("ema", {}):
+                line += f" (EMA {r['ema'][split]['top1']:.2f})"
+    if "knn" in r:
+        line += f" | kNN {r['knn']['split']} top1 {r['knn']['top1']:.2f}"
     return line
 
 

@@ -77,6 +77,8 @@ class Method(nn.Module):
     # Test-time prediction is the argmax of :meth:`forward`'s logits (no adjustment unless a
     # method overrides ``forward``).
     evaluates: bool = True  # False: the model cannot classify yet (a pre-training stage)
+    # True: the loss takes soft targets (data.mixup / data.cutmix); contrastive batches do not
+    soft_targets: ClassVar[bool] = False
     # True when some trainable parameters get no gradient in a step (DDP must then look for them)
     has_unused_parameters: bool = False
     # submodules whose input is the same on every rank (not a data batch): model.sync_bn leaves

@@ -8,10 +8,13 @@ import torch
 from ..config import ConfigError, integer, number
 from ..losses import (BalancedSoftmaxLoss, ClassBalancedCrossEntropy, CrossEntropy, LDAMLoss,
                       LogitAdjustedCrossEntropy)
+from ..data.mixing import mix_batch
 from .base import Method, register
 
 
 class _ClassifierMethod(Method):
+    soft_targets = True  # one view and a per-sample loss: Mixup / CutMix apply
+
     def build_loss(self) -> torch.nn.Module:
         raise NotImplementedError
 
@@ -20,8 +23,13 @@ class _ClassifierMethod(Method):
         self.criterion = self.build_loss()
 
     def training_step(self, views, labels):
-        logits = self(views[0])
-        return {"loss": self.criterion(logits, labels)}
+        d = self.cfg["data"]
+        mixed = mix_batch(views[0], labels, float(d["mixup"]), float(d["cutmix"]))
+        if mixed is None:
+            return {"loss": self.criterion(self(views[0]), labels)}
+        images, partners, lam = mixed
+        logits = self(images)
+        return {"loss": lam * self.criterion(logits, labels) + (1 - lam) * self.criterion(logits, partners)}
 
 
 @register
