@@ -18,6 +18,8 @@ from typing import Any, Callable, Iterable, Mapping, Optional
 
 import yaml
 
+from . import plugins
+
 
 class _Loader(yaml.SafeLoader):
     """SafeLoader that also reads ``1e-3`` / ``5e-4`` as floats (YAML 1.1 wants ``1.0e-3``)."""
@@ -61,6 +63,7 @@ class ConfigError(ValueError):
 
 
 DEFAULTS: dict[str, Any] = {
+    "custom_imports": [],  # modules imported first: your own methods, backbones, datasets (tailcon.plugins)
     "name": None,  # set from the config file name; used for the default run_dir
     "seed": 0,
     "run_dir": None,  # default: runs/<date>-<name>
@@ -166,6 +169,7 @@ NULLABLE: frozenset[str] = frozenset({"data.max_image_pixels", "train.max_steps_
 
 # Values whose default is None but whose type is still known, for the type check.
 _TYPES: dict[str, tuple[type, ...]] = {
+    "custom_imports": (list,),
     "data.root": (str,),
     "model.pretrained": (str,),
     "train.wandb.project": (str,),
@@ -422,6 +426,8 @@ def _lazy(module: str, name: str) -> Callable[[], Iterable[str]]:
 
 
 VALUE_RULES: dict[str, Rule] = {
+    "custom_imports": lambda v: None if isinstance(v, list) and all(
+        isinstance(m, str) and plugins.MODULE_NAME.fullmatch(m) for m in v) else "a list of module names",
     "seed": integer(0, 2**32 - 1),
     "device": _device,
     "data.name": one_of(_lazy(".data.build", "DATASETS")),
@@ -563,6 +569,8 @@ def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
     cfg = merge(cfg, over)
     if not cfg["name"]:
         cfg["name"] = "run"
+    plugins.load_entry_points()
+    plugins.import_modules(cfg["custom_imports"], next_to=Path(path).resolve().parent if path is not None else None)
     return validate(cfg)
 
 
@@ -586,8 +594,13 @@ def validate(cfg: dict[str, Any]) -> dict[str, Any]:
 
 
 def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """A config saved by an earlier version, with the keys added since at their defaults."""
-    return merge(DEFAULTS, cfg)
+    """A saved config (a run's, a checkpoint's), with the keys added since at their defaults; the
+    run's ``custom_imports`` are imported from ``sys.path`` (never from the run directory), so its
+    method, backbone and dataset are known again."""
+    out = merge(DEFAULTS, cfg)
+    plugins.load_entry_points()
+    plugins.import_modules(out["custom_imports"], announce=True)
+    return out
 
 
 def dump(cfg: Mapping[str, Any]) -> str:

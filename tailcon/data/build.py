@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 from torch.utils.data import Dataset
@@ -41,7 +41,20 @@ LIST_PRESETS: dict[str, dict[str, Any]] = {
     "inat2018": dict(num_classes=8142, train="iNaturalist18_train.txt", val=None,
                      test="iNaturalist18_val.txt", mean=INAT_MEAN, std=INAT_STD),
 }
-DATASETS = ("digits_lt", "cifar10_lt", "cifar100_lt", "list", "folder", *LIST_PRESETS)
+DATASETS = ["digits_lt", "cifar10_lt", "cifar100_lt", "list", "folder", *LIST_PRESETS]  # + registered ones
+DATASET_BUILDERS: dict[str, Callable[[Mapping[str, Any]], DataBundle]] = {}
+
+
+def register_dataset(name: str):
+    """Decorator: ``@register_dataset("mydata")`` over ``fn(data_cfg) -> DataBundle`` (the
+    ``data`` section of the config; train/val/test datasets exposing ``targets``, ``num_classes``,
+    ``classes``); then ``data.name=mydata`` builds it. Class counts and checks are tailcon's."""
+    def add(fn: Callable[[Mapping[str, Any]], DataBundle]) -> Callable[[Mapping[str, Any]], DataBundle]:
+        DATASET_BUILDERS[name] = fn
+        if name not in DATASETS:
+            DATASETS.append(name)
+        return fn
+    return add
 
 
 def _long_tail(x: np.ndarray, y: np.ndarray, num_classes: int, per_class: int, d: Mapping) -> tuple:
@@ -87,6 +100,8 @@ def build_data(cfg: Mapping[str, Any]) -> DataBundle:
         bundle = _build_list(name, d)
     elif name == "folder":
         bundle = _build_folder(d)
+    elif name in DATASET_BUILDERS:
+        bundle = DATASET_BUILDERS[name](d)
     else:
         raise DataError(f"unknown dataset data.name={name!r}; known: {', '.join(DATASETS)}")
     bundle.cls_num_list = np.bincount(bundle.train.targets, minlength=bundle.num_classes).tolist()

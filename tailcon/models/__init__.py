@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -18,12 +18,31 @@ TORCHVISION = ("resnet50", "resnext50_32x4d", "resnet152")
 BACKBONES = (*CIFAR_DEPTHS, *TORCHVISION)
 
 
+# backbones registered by name (your own modules: custom_imports / the tailcon.plugins entry points)
+BACKBONE_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_backbone(name: str):
+    """Decorator: ``@register_backbone("mynet")`` over ``fn(zero_init_residual: bool) -> nn.Module``,
+    a feature extractor with ``out_dim`` (the size of its pooled features); then
+    ``model.backbone=mynet`` builds it."""
+    def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        BACKBONE_BUILDERS[name] = fn
+        return fn
+    return add
+
+
 def build_backbone(name: str, zero_init_residual: bool = False) -> nn.Module:
     """A feature extractor with attribute ``out_dim``: CIFAR ResNets (64-d), torchvision's
     ResNet-50 / ResNeXt-50 32x4d / ResNet-152 with the fc removed (2048-d), or ``timm:<name>``
     (timm's ``num_features``), from scratch (``model.pretrained`` loads weights afterwards)."""
     if name.startswith(TIMM_PREFIX):
         return TimmBackbone(name[len(TIMM_PREFIX):])
+    if name in BACKBONE_BUILDERS:
+        net = BACKBONE_BUILDERS[name](zero_init_residual=zero_init_residual)
+        if not isinstance(getattr(net, "out_dim", None), int):
+            raise ValueError(f"backbone {name!r} (registered) has no integer out_dim: the size of its pooled features")
+        return net
     if name in CIFAR_DEPTHS:
         return CifarResNet(CIFAR_DEPTHS[name], zero_init_residual=zero_init_residual)
     if name in TORCHVISION:
@@ -72,10 +91,10 @@ def check_backbone(name: Any) -> str | None:
     """The ``model.backbone`` rule: None when valid, else what was expected."""
     if isinstance(name, str) and name.startswith(TIMM_PREFIX):
         return check_timm_name(name)
-    if name in BACKBONES:
+    if name in BACKBONES or name in BACKBONE_BUILDERS:
         return None
-    return f"one of {', '.join(BACKBONES)}, or timm:<model name>"
+    return f"one of {', '.join((*BACKBONES, *BACKBONE_BUILDERS))}, or timm:<model name>"
 
 
-__all__ = ["check_backbone", "check_input_size", "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
+__all__ = ["check_backbone", "check_input_size", "register_backbone", "BACKBONE_BUILDERS", "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
            "build_backbone", "build_classifier"]
