@@ -4,6 +4,10 @@ It bounds what any data pipeline can reach: a CIFAR method whose step runs at th
 limited by the convolutions, not by augmentation. ``--profile`` prints where the time goes.
 
     python benchmarks/backbone_speed.py [--backbone resnet32] [--batch 256] [--steps 5] [--profile]
+        [--amp none bf16] [--rounds 2]
+
+With several ``--amp`` modes each layout is measured in every mode, alternately, ``--rounds``
+times in one process, so a busy or throttling machine affects all modes alike.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import time
 
 import torch
 
+from tailcon.engine.device import cpu_has_amx
 from tailcon.engine.host import tune_host_allocator
 from tailcon.models import build_backbone
 
@@ -23,7 +28,8 @@ LAYOUTS = {  # name -> (memory format, oneDNN on)
 }
 
 
-def images_per_second(backbone: str, layout: str, batch: int, steps: int, profile: bool = False) -> float:
+def images_per_second(backbone: str, layout: str, batch: int, steps: int, profile: bool = False,
+                      amp: str = "none") -> float:
     fmt, onednn = LAYOUTS[layout]
     torch.backends.mkldnn.enabled = onednn
     try:
@@ -32,8 +38,11 @@ def images_per_second(backbone: str, layout: str, batch: int, steps: int, profil
         opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
         x = torch.randn(batch, 3, 32, 32).to(memory_format=fmt)
 
+        autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=amp == "bf16")
+
         def step() -> None:
-            loss = model(x).float().pow(2).mean()
+            with autocast:
+                loss = model(x).float().pow(2).mean()
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -62,12 +71,17 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--layouts", nargs="+", default=list(LAYOUTS), choices=list(LAYOUTS))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--amp", nargs="+", default=["none"], choices=["none", "bf16"], help="autocast: none (fp32), bf16")
+    ap.add_argument("--rounds", type=int, default=1, help="alternate the --amp modes this many times")
     args = ap.parse_args()
     tune_host_allocator()  # as `tailcon train` does on CPUs
-    print(f"{args.backbone}, batch {args.batch}, {torch.get_num_threads()} threads")
+    print(f"{args.backbone}, batch {args.batch}, {torch.get_num_threads()} threads, CPU capability "
+          f"{torch.backends.cpu.get_cpu_capability()}, AMX tiles: {cpu_has_amx()}")
     for layout in args.layouts:
-        rate = images_per_second(args.backbone, layout, args.batch, args.steps, args.profile)
-        print(f"{layout:>15}: {rate:7.1f} images/s")
+        for r in range(args.rounds):
+            for amp in args.amp:
+                rate = images_per_second(args.backbone, layout, args.batch, args.steps, args.profile, amp)
+                print(f"{layout:>15} {amp:>4} (round {r + 1}): {rate:7.1f} images/s", flush=True)
 
 
 if __name__ == "__main__":

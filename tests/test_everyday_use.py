@@ -281,3 +281,17 @@ def test_mixing_trains_classification_methods_and_is_refused_for_contrastive_one
     assert trainer.cfg["data"]["mixup"] == 0.2, "recorded in the run's config"
     assert main(["train", "method.name=bcl", "data.mixup=0.2", f"run_dir={tmp_path / 'bcl'}"]) == 2
     assert "need a loss that takes soft targets" in capsys.readouterr().err
+
+
+def test_backbone_speed_measures_bf16_beside_fp32():
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import backbone_speed
+
+    from tailcon.engine.device import cpu_has_amx
+
+    assert isinstance(cpu_has_amx(), bool)
+    for amp in ("none", "bf16"):
+        assert backbone_speed.images_per_second("resnet8", "nhwc", batch=4, steps=1, amp=amp) > 0
