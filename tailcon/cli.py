@@ -236,6 +236,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from .engine.analyze import write_analysis
+
+    out = args.out or (str(Path(args.runs[0]) / "analysis") if len(args.runs) == 1 else "analysis")
+    path = write_analysis(args.runs, out, device=args.device)
+    print(f"tailcon analyze: wrote {path}, class_mean_cosines.png and norms_vs_counts.png")
+    return 0
+
+
 def _first_comment(p: Path) -> str:
     """The first sentence of the config's header comment, whole (it may span lines)."""
     header = []
@@ -393,6 +402,14 @@ def build_parser() -> argparse.ArgumentParser:
     rp.add_argument("--no-model", action="store_true", help="only the figures from logs (no test-set pass)")
     rp.add_argument("--device", default=None)
     rp.set_defaults(func=cmd_report)
+    an = sub.add_parser("analyze", help="feature geometry of runs: class-mean simplex, NC1, norms, alignment/"
+                                        "uniformity, kNN, per Many/Medium/Few",
+                        description="tailcon analyze RUN_DIR... [--out DIR]: one pass over each run's training and "
+                                    "test splits; OUT/analysis.json and figures (several runs side by side)")
+    an.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    an.add_argument("--out", default=None, help="default: RUN_DIR/analysis for one run, ./analysis for several")
+    an.add_argument("--device", default=None)
+    an.set_defaults(func=cmd_analyze)
     c = sub.add_parser("configs", help="list the configs shipped with tailcon (or the YAML files under ROOT)",
                        description="tailcon configs [ROOT]: without ROOT, the configs installed with tailcon by "
                                    "name (tailcon train cifar10_lt/bcl takes the name), with each one's first line")
