@@ -69,6 +69,9 @@ DEFAULTS: dict[str, Any] = {
     "run_dir": None,  # default: runs/<date>-<name>
     "resume": None,  # a run directory or checkpoint to continue from; auto: run_dir if it holds a run
     "device": "auto",  # auto | cpu | cuda | cuda:N | mps
+    # the published figures this config reproduces (reproduction configs set them): shown beside tailcon's
+    # in results.json, compare and report; changes nothing trained
+    "paper": {"top1": None, "many": None, "medium": None, "few": None, "source": None},
     "method": {"name": "ce"},
     "data": {
         "name": "digits_lt",  # digits_lt | cifar10_lt | cifar100_lt | list | folder
@@ -170,6 +173,8 @@ NULLABLE: frozenset[str] = frozenset({"data.max_image_pixels", "train.max_steps_
 # Values whose default is None but whose type is still known, for the type check.
 _TYPES: dict[str, tuple[type, ...]] = {
     "custom_imports": (list,),
+    "paper.top1": (int, float), "paper.many": (int, float), "paper.medium": (int, float), "paper.few": (int, float),
+    "paper.source": (str,),
     "data.root": (str,),
     "model.pretrained": (str,),
     "train.wandb.project": (str,),
@@ -429,6 +434,7 @@ VALUE_RULES: dict[str, Rule] = {
     "custom_imports": lambda v: None if isinstance(v, list) and all(
         isinstance(m, str) and plugins.MODULE_NAME.fullmatch(m) for m in v) else "a list of module names",
     "seed": integer(0, 2**32 - 1),
+    **{f"paper.{g}": number(0, 100) for g in ("top1", "many", "medium", "few")},
     "device": _device,
     "data.name": one_of(_lazy(".data.build", "DATASETS")),
     "data.imbalance_factor": number(1),

@@ -10,6 +10,7 @@ import torch
 from PIL import Image
 
 import tailcon
+from tailcon import config as C
 from tailcon.cli import embedded_config_path, main
 from tailcon.engine import compare as compare_mod
 from tailcon.engine import train
@@ -221,3 +222,25 @@ def test_report_runs_the_backbone_once_per_test_batch(two_runs, monkeypatch):
     out = outputs_on_test_split(two_runs[0], max_points=50)
     assert sum(calls) == len(out["labels"]) == 300, "each test image through the backbone once"
     assert out["features"].shape == (50, 64)
+
+
+def test_the_paper_figure_stands_beside_the_runs_in_results_compare_and_report(tmp_path, capsys):
+    config = tmp_path / "with_paper.yaml"
+    config.write_text(f"_base_: {embedded_config_path()}\npaper:\n  top1: 90.0\n  few: 80.0\n  source: a test table\n")
+    out = tmp_path / "cmp"
+    rows = compare_mod.compare([str(config)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2"], out)
+    results = json.loads((out / C.config_name(config) / "seed0" / "results.json").read_text())
+    assert results["paper"] == {"top1": 90.0, "few": 80.0, "source": "a test table"}
+    assert results["vs_paper"]["top1"] == pytest.approx(results["top1"] - 90.0)
+    assert results["vs_paper"]["few"] == pytest.approx(results["few"] - 80.0)
+    assert "paper: top1 90.00 (final epoch" in capsys.readouterr().out
+    mean = rows[0]["final"]["top1"][0]
+    md = (out / "compare.md").read_text()
+    assert "| paper top-1 | final - paper |" in md and f"| 90.00 | {mean - 90.0:+.2f} |" in md
+    header, line = (out / "compare.csv").read_text().splitlines()[:2]
+    record = dict(zip(header.split(","), line.split(",")))
+    assert float(record["paper_top1"]) == 90.0 and float(record["final_top1_minus_paper"]) == pytest.approx(mean - 90, abs=0.01)
+    assert main(["report", str(out / C.config_name(config) / "seed0"), "--no-model", "--out", str(tmp_path / "rep")]) == 0
+    assert "| 90.00 |" in (tmp_path / "rep" / "report.md").read_text()
+    # the paper figure describes the run; correcting it changes nothing trained: the runs are read back
+    compare_mod.compare([str(config)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2", "paper.top1=91.0"], out)

@@ -53,3 +53,16 @@ def test_docs_hyperparameters_md_is_current():
     spec.loader.exec_module(module)
     assert (REPO / "docs" / "hyperparameters.md").read_text() == module.render(), \
         "docs/hyperparameters.md is stale: run python docs/hyperparameters.py"
+
+
+def test_docs_reproduction_md_is_current_and_lists_every_paper_figure():
+    spec = importlib.util.spec_from_file_location("reproduction_doc", REPO / "docs" / "reproduction.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    page = module.render()
+    assert (REPO / "docs" / "reproduction.md").read_text() == page, \
+        "docs/reproduction.md is stale: run python docs/reproduction.py"
+    from tailcon import config as C
+
+    with_figures = [n for n in C.shipped_config_names() if "/" in n and C.resolve(n)["paper"]["top1"] is not None]
+    assert len(with_figures) > 20 and all(f"| `{n}` |" in page for n in with_figures)

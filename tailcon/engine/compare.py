@@ -171,14 +171,26 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
             for m in METRICS:
                 row["best"][m].append(metric(best["test"], m))
         row["minutes"].append(_train_minutes(spec.run_dir))
+    papers = {spec.name: C.get(spec.cfg, "paper.top1") for spec in specs}
     out = []
     for row in rows.values():
+        row["paper_top1"] = papers.get(row["name"])
         row["final"] = {m: _mean_std(v) for m, v in row["final"].items()}
         row["best"] = {m: _mean_std(v) for m, v in row["best"].items()}
         row["selected_on"] = "/".join(sorted(row["selected_on"])) or "-"
         row["minutes"] = sum(row["minutes"]) / len(row["minutes"]) if row["minutes"] else 0.0
         out.append(row)
     return out
+
+
+def _paper(row: Mapping[str, Any]) -> str:
+    return "-" if row.get("paper_top1") is None else f"{row['paper_top1']:.2f}"
+
+
+def _versus_paper(row: Mapping[str, Any]) -> str:
+    """The mean final-epoch top-1 minus the paper's (the configs' ``paper.top1``)."""
+    mean = row["final"]["top1"][0]
+    return "-" if mean is None or row.get("paper_top1") is None else f"{mean - row['paper_top1']:+.2f}"
 
 
 def _pm(ms: tuple[Optional[float], Optional[float]]) -> str:
@@ -216,16 +228,17 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
               "a single seed shows no ±). Many > 100 / Medium 20-100 / Few < 20 training images; "
               "'empty': no class in that group; ECE: expected calibration error (15 bins), lower is better; "
               "'-': not recorded by the run.", "",
-              f"| config | method | seeds | top-1 | Many | Medium | Few | top-5 | ECE | {best_label} | train min/run |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              f"| config | method | seeds | top-1 | Many | Medium | Few | top-5 | ECE | {best_label} | paper top-1 | "
+              "final - paper | train min/run |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in sorted(rows, key=lambda r: -(r["final"]["top1"][0] or -1)):
         f = r["final"]
         if not r["seeds"]:
-            lines.append(f"| {r['name']} | {r['method']} | 0 | not run | | | | | | | |")
+            lines.append(f"| {r['name']} | {r['method']} | 0 | not run | | | | | | | {_paper(r)} | | |")
             continue
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | {_pm(f['top1'])} | {_pm(f['many'])} | "
                      f"{_pm(f['medium'])} | {_pm(f['few'])} | {_pm_recorded(f['top5'])} | {_pm_recorded(f['ece'])} | "
-                     f"{_pm(r['best']['top1'])} | {r['minutes']:.1f} |")
+                     f"{_pm(r['best']['top1'])} | {_paper(r)} | {_versus_paper(r)} | {r['minutes']:.1f} |")
     failures = [f"- {r['name']}: {f}" for r in rows for f in r.get("failed", [])]
     if failures:
         lines += ["", "Runs without a result (not in the means above):", *failures]
@@ -242,13 +255,16 @@ def to_csv(rows: Sequence[dict[str, Any]]) -> str:
     header = ["config", "method", "seeds", "epochs"]
     for m in METRICS:
         header += [f"final_{m}_mean", f"final_{m}_std"]
-    header += ["best_top1_mean", "best_top1_std", "best_selected_on", "train_minutes_per_run", "failed"]
+    header += ["best_top1_mean", "best_top1_std", "best_selected_on", "paper_top1", "final_top1_minus_paper",
+               "train_minutes_per_run", "failed"]
     w.writerow(header)
     for r in rows:
         line = [r["name"], r["method"], " ".join(map(str, r["seeds"])), r["epochs"] or ""]
         for m in METRICS:
             line += [_fmt(x) for x in r["final"][m]]
-        line += [_fmt(x) for x in r["best"]["top1"]] + [r["selected_on"], f"{r['minutes']:.2f}",
+        diff = _versus_paper(r)
+        line += [_fmt(x) for x in r["best"]["top1"]] + [r["selected_on"], _fmt(r.get("paper_top1")),
+                                                        "" if diff == "-" else diff, f"{r['minutes']:.2f}",
                                                         "; ".join(r.get("failed", []))]
         w.writerow(line)
     return buf.getvalue()

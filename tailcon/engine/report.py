@@ -323,14 +323,16 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
     runs = [load_run(d) for d in run_dirs]
     for run, label in zip(runs, run_labels(runs)):
         run["label"] = label
-    lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few | top-5 | ECE |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["# tailcon report", "", "| run | method | epochs | top-1 | Many | Medium | Few | top-5 | ECE | paper top-1 "
+             "| final - paper |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for run in runs:
         r = run["results"]
         ece = r.get("ece") or {}
         lines.append(f"| {run['label']} | {run['method']} | {_epochs(run)} | {format_pct(r.get('top1'))} | "
                      f"{format_pct(r.get('many'))} | {format_pct(r.get('medium'))} | {format_pct(r.get('few'))} | "
-                     f"{_recorded(r.get('top5'))} | {_recorded(ece.get('overall'))} |")
+                     f"{_recorded(r.get('top5'))} | {_recorded(ece.get('overall'))} | "
+                     f"{_recorded((r.get('paper') or {}).get('top1'))} | "
+                     f"{'-' if 'top1' not in r.get('vs_paper', {}) else format(r['vs_paper']['top1'], '+.2f')} |")
     if any(r["results"].get("ece") for r in runs):
         lines += ["", "ECE per group (expected calibration error over the test images of each group's classes, %):",
                   "", "| run | overall | Many | Medium | Few |", "|---|---|---|---|---|"]

@@ -23,6 +23,7 @@ from .rundir import (CHECKPOINTS, TENSORBOARD, TRAINING_FILES, RunDir, RunDirErr
 # Keys a resumed run may change: none of them can change what was computed so far.
 RESUME_MAY_DIFFER = frozenset({
     "custom_imports",  # where a method's code comes from; the method and its keys are compared
+    "paper.top1", "paper.many", "paper.medium", "paper.few", "paper.source",  # what the run is compared with
     "name", "run_dir", "resume", "device", "data.root", "data.download", "data.num_workers",
     "model.pretrained",  # read by fresh runs only: a resumed run has the weights in its checkpoint
     "train.wandb.project", "train.wandb.mode", "train.wandb.entity",  # where the logs also go

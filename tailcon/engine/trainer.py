@@ -394,7 +394,15 @@ class Trainer:
             rows.append((f"final epoch {num_epochs}, EMA weights", results["ema"]))
         if self.best is not None and "test" in self.best:
             rows.append((f"best epoch {self.best['epoch']} (picked on {selection})", self.best["test"]))
+        paper = {k: v for k, v in cfg["paper"].items() if v is not None}
+        if paper.get("top1") is not None:  # the published figure this config reproduces, and how far off
+            results["paper"] = paper
+            results["vs_paper"] = {g: final[g] - paper[g] for g in ("top1", "many", "medium", "few")
+                                   if paper.get(g) is not None and final.get(g) is not None}
         self.log(format_report(rows, title=f"Results on the test split ({final['num_images']} images)"))
+        if "vs_paper" in results:
+            self.log("paper: " + ", ".join(f"{g} {paper[g]:.2f} (final epoch {results['vs_paper'][g]:+.2f})"
+                                           for g in results["vs_paper"]) + f" [{paper.get('source', 'no source given')}]")
         if selection == "test":
             self.log("note: the 'best epoch' row is selected on the test split itself (no validation split); "
                      "the final-epoch row is the unbiased figure")
