@@ -411,13 +411,17 @@ def test_a_fresh_run_that_fails_in_its_first_epoch_leaves_nothing_behind(tmp_pat
                  "data.pipeline=reference", "data.num_workers=0"]) == 2
     assert "corrupt or unreadable image" in _one_error_line(capsys)
     assert not run.exists()
-    existing = tmp_path / "mine"
-    existing.mkdir()
-    (existing / "notes.txt").write_text("the user's")  # a directory the user made: only tailcon's files go
+    empty = tmp_path / "mine"
+    empty.mkdir()  # an empty directory the user made: the failed run removes its own files, not the directory
     assert main(["train", "data.name=folder", f"data.root={root}", "train.epochs=1", "model.backbone=resnet8",
-                 f"run_dir={existing}", "data.image_size=8", "train.progress=false", "data.pipeline=reference",
+                 f"run_dir={empty}", "data.image_size=8", "train.progress=false", "data.pipeline=reference",
                  "data.num_workers=0"]) == 2
-    assert sorted(p.name for p in existing.iterdir()) == ["notes.txt"]
+    assert "corrupt or unreadable image" in _one_error_line(capsys)
+    assert empty.is_dir() and list(empty.iterdir()) == []
+    (empty / "notes.txt").write_text("the user's")  # holding anything: a new run is refused before it writes
+    assert main(["train", f"run_dir={empty}", "train.epochs=1", *FAST]) == 2
+    assert "already holds a run" in _one_error_line(capsys)
+    assert [p.name for p in empty.iterdir()] == ["notes.txt"]
 
 
 # ---- keep holding ---------------------------------------------------------------------------------

@@ -400,9 +400,10 @@ class RunLock:
             return
         import fcntl
 
-        if self._made_dir and not RunDir(self.path.parent).holds_run():
+        if not RunDir(self.path.parent).holds_run():  # no run here (it failed before writing): no lock file either
             self.path.unlink(missing_ok=True)
-            for folder in self._made:  # the run directory, then the parents this lock made (runs/), if empty
+            # the run directory, then the parents this lock made (runs/), while empty
+            for folder in self._made if self._made_dir else []:
                 try:
                     folder.rmdir()
                 except OSError:
