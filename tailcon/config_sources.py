@@ -29,7 +29,8 @@ RECIPE_KEYS = ("data.name", "data.imbalance_factor", "data.batch_size", "data.dr
                "optim.name", "optim.lr", "optim.momentum",
                "optim.nesterov", "optim.weight_decay", "optim.schedule", "optim.warmup_epochs",
                "optim.warmup_overshoot", "optim.milestones", "optim.gamma", "optim.min_lr_ratio",
-               "optim.per_iteration", "optim.clip_grad_norm", "train.epochs", "train.accumulate", "train.ema", "train.amp",
+               "optim.per_iteration", "optim.clip_grad_norm", "train.epochs", "train.accumulate", "train.ema",
+               "train.amp",
                "train.eval_every")
 # plumbing: changes how a run executes, not what it learns
 _PLUMBING = {"name", "data.root", "data.download", "data.num_workers", "data.eval_batch_size", "data.pipeline",

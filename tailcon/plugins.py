@@ -66,7 +66,8 @@ def import_modules(modules: Iterable[str], next_to: Optional[Path] = None, annou
             importlib.import_module(name)
         except ModuleNotFoundError as e:
             if e.name is not None and name.startswith(e.name) and (e.name == name or name[len(e.name)] == "."):
-                where = f"{next_to} or sys.path" if next_to is not None else "sys.path (a run's own folder is never searched)"
+                where = (f"{next_to} or sys.path" if next_to is not None
+                         else "sys.path (a run's own folder is never searched)")
                 raise PluginError(f"custom_imports: no module named {name!r} in {where}") from None
             raise PluginError(f"custom_imports: module {name!r} needs {e.name!r}, which is not installed") from None
         finally:

@@ -204,8 +204,8 @@ def test_reproduction_configs_follow_the_audited_recipes():
     assert configs["inat2018/rescom"]["optim"]["weight_decay"] == 1e-4
     assert configs["imagenet_lt/rescom"]["train"]["eval_every"] == 1
     places = configs["places_lt/rescom"]
-    assert (places["train"]["epochs"], places["optim"]["lr"], places["data"]["batch_size"], places["optim"]["warmup_epochs"],
-            places["model"]["trainable"]) == (30, 0.02, 128, 5, "last_block")
+    assert (places["train"]["epochs"], places["optim"]["lr"], places["data"]["batch_size"],
+            places["optim"]["warmup_epochs"], places["model"]["trainable"]) == (30, 0.02, 128, 5, "last_block")
     assert {n: c["model"]["bn_batch"] for n, c in configs.items() if c["model"]["bn_batch"]} == {
         "imagenet_lt/paco": 32, "imagenet_lt/gpaco": 32, "imagenet_lt/proco": 32, "imagenet_lt/dscl": 128,
         "imagenet_lt/bcl": 64, "imagenet_lt/bcl_resnext50": 64, "inat2018/bcl": 64}

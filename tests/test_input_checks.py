@@ -199,7 +199,8 @@ def test_the_non_finite_loss_message_points_at_empty_classes(tmp_path):
     cfg = _list_tree(tmp_path, [0, 1, 1], [0, 1])
     args = [f"{k}={v}" for k, v in C.flatten(cfg["data"], "data.").items() if v is not None]
     cfg = C.resolve(None, args + ["data.num_classes=3", "data.allow_empty_classes=true", "method.name=logit_adjusted",
-                                  "model.backbone=resnet8", "optim.lr=1e6", "optim.weight_decay=1e6", "train.log_every=1", "train.epochs=1",
+                                  "model.backbone=resnet8", "optim.lr=1e6", "optim.weight_decay=1e6",
+                                  "train.log_every=1", "train.epochs=1",
                                   "data.batch_size=1", "data.num_workers=0", f"run_dir={tmp_path / 'run'}",
                                   "train.progress=false"])
     with pytest.raises(NonFiniteLossError, match=r"classes \[2\] have no training image"):

@@ -214,7 +214,8 @@ class Trainer:
                         f"non-finite loss at epoch {epoch + 1}, step {step + 1}: {parts}. {self.non_finite_hint()}")
                 bar.set_postfix(loss=f"{value:.4f}")
                 if plain and step + 1 < total:  # off a terminal (a scheduler's log): a line instead of a bar
-                    self.log(_step_line(epoch + 1, num_epochs, step + 1, total, losses, self.optimizer.param_groups[0]["lr"],
+                    lr_now = self.optimizer.param_groups[0]["lr"]
+                    self.log(_step_line(epoch + 1, num_epochs, step + 1, total, losses, lr_now,
                                         n_images * self.world_size, time.perf_counter() - start), flush=True)
         elapsed = time.perf_counter() - start
         if self.world_size > 1:  # epoch means over the global batch
@@ -401,8 +402,8 @@ class Trainer:
                                    if paper.get(g) is not None and final.get(g) is not None}
         self.log(format_report(rows, title=f"Results on the test split ({final['num_images']} images)"))
         if "vs_paper" in results:
-            self.log("paper: " + ", ".join(f"{g} {paper[g]:.2f} (final epoch {results['vs_paper'][g]:+.2f})"
-                                           for g in results["vs_paper"]) + f" [{paper.get('source', 'no source given')}]")
+            figures = ", ".join(f"{g} {paper[g]:.2f} (final epoch {diff:+.2f})" for g, diff in results["vs_paper"].items())
+            self.log(f"paper: {figures} [{paper.get('source', 'no source given')}]")
         if selection == "test":
             self.log("note: the 'best epoch' row is selected on the test split itself (no validation split); "
                      "the final-epoch row is the unbiased figure")
@@ -452,7 +453,8 @@ def _step_line(epoch: int, num_epochs: int, step: int, steps: int, losses: Mappi
     detail = " ".join(f"{k.removeprefix('loss_')} {v:.4g}" for k, v in parts.items())
     eta = int(elapsed / step * (steps - step))
     return (f"epoch {epoch}/{num_epochs} step {step}/{steps} loss {loss:.4f}{f' ({detail})' if detail else ''} "
-            f"lr {lr:.4g} {images / max(elapsed, 1e-9):.0f} img/s ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
+            f"lr {lr:.4g} {images / max(elapsed, 1e-9):.0f} img/s "
+            f"ETA {eta // 3600}:{eta // 60 % 60:02d}:{eta % 60:02d}")
 
 
 def _epoch_line(r: Mapping[str, Any], num_epochs: int) -> str:

@@ -96,5 +96,6 @@ def check_backbone(name: Any) -> str | None:
     return f"one of {', '.join((*BACKBONES, *BACKBONE_BUILDERS))}, or timm:<model name>"
 
 
-__all__ = ["check_backbone", "check_input_size", "register_backbone", "BACKBONE_BUILDERS", "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet", "CosineClassifier", "LinearClassifier", "ProjectionMLP",
-           "build_backbone", "build_classifier"]
+__all__ = ["check_backbone", "check_input_size", "register_backbone", "BACKBONE_BUILDERS",
+           "load_pretrained", "PretrainedError", "TimmBackbone", "feature_map", "BACKBONES", "CifarResNet",
+           "CosineClassifier", "LinearClassifier", "ProjectionMLP", "build_backbone", "build_classifier"]
