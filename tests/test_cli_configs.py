@@ -48,6 +48,7 @@ def test_config_validates_as_train_does_and_lists_sources(capsys):
     assert "| `optim.lr` | `0.15` | [3P]" in table
 
 
+@pytest.mark.slow
 def test_a_wheel_install_carries_the_configs(tmp_path):
     """Built and installed without -e, imported with the editable install out of the way."""
     wheel_dir, target = tmp_path / "wheel", tmp_path / "site"

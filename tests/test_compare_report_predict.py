@@ -82,6 +82,7 @@ def two_runs(tmp_path_factory):
     return dirs
 
 
+@pytest.mark.slow
 def test_report_writes_figures_and_a_page(two_runs, tmp_path):
     out = tmp_path / "report"
     assert main(["report", *map(str, two_runs), "--out", str(out), "--tsne-points", "150"]) == 0

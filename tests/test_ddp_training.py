@@ -48,6 +48,7 @@ def _train_steps(rank, world, cfg):
     return stats, state
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_two_processes_train_like_one_with_the_whole_batch(tmp_path, name):
     cfg = _case(tmp_path, name)
@@ -74,6 +75,7 @@ def test_two_processes_train_like_one_with_the_whole_batch(tmp_path, name):
     assert compared > 20
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", sorted(LOCAL_ANCHORS))
 def test_local_contrast_ranks_stay_in_step_with_one_shared_queue(tmp_path, name):
     """Local contrast sets (the authors' choice for PaCo, GPaCo, ResCom and DSCL) differ from one
@@ -112,6 +114,7 @@ def _paco_batch(n):
     return q, k, torch.randint(0, 4, (n,), generator=g), torch.randn(n, 4, generator=g, dtype=torch.float64), [9, 5, 3, 1]
 
 
+@pytest.mark.slow
 def test_paco_loss_under_ddp_is_each_ranks_local_anchors_against_the_gathered_queue(tmp_path):
     from tailcon.losses import paco_loss
     from tailcon.memory import LabeledQueue
@@ -153,6 +156,7 @@ def _fit_killed_in_epoch_2(rank, world, cfg):
     return "finished"
 
 
+@pytest.mark.slow
 def test_only_rank0_writes_and_a_run_resumes_under_another_world_size(tmp_path):
     base = tiny_cfg(tmp_path, "data.batch_size=32", "train.max_steps_per_epoch=4", "data.pipeline=device",
                     "model.sync_bn=true", "train.channels_last=false", epochs=2)
@@ -174,6 +178,7 @@ def test_only_rank0_writes_and_a_run_resumes_under_another_world_size(tmp_path):
     assert resumed["top1"] == pytest.approx(alone["top1"], abs=1.0)
 
 
+@pytest.mark.slow
 def test_torchrun_launches_a_two_process_run(tmp_path):
     import subprocess
     import sys

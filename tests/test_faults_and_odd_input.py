@@ -223,6 +223,7 @@ def _limit_file_size(limit):
     return setup
 
 
+@pytest.mark.slow
 def test_a_checkpoint_write_that_fails_names_the_file_and_keeps_the_previous_one(tmp_path):
     run = tmp_path / "run"
     assert main(["train", f"run_dir={run}", "train.epochs=1", *FAST]) == 0

@@ -34,6 +34,7 @@ def test_dry_run_smoke_tests_every_method_benches_and_runs_recipes_side_by_side(
     assert "done:" in (out / "gpu_check.log").read_text()
 
 
+@pytest.mark.slow
 def test_a_recipe_is_stopped_cleanly_at_the_budget_and_says_so(tmp_path):
     import gpu_check
 
@@ -47,6 +48,7 @@ def test_a_recipe_is_stopped_cleanly_at_the_budget_and_says_so(tmp_path):
     assert "recipe late" in check.report["not_reached"] and not (tmp_path / "late").exists()
 
 
+@pytest.mark.slow
 def test_recipes_run_side_by_side_and_all_stop_cleanly_at_the_deadline(tmp_path):
     import gpu_check
 

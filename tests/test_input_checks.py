@@ -157,6 +157,7 @@ def test_a_worker_error_surfaces_as_its_one_line(tmp_path):
     assert "\n" not in str(info.value)
 
 
+@pytest.mark.slow
 def test_an_evaluation_failure_loses_no_training_and_resume_evaluates_that_epoch(tmp_path, capsys):
     root = write_image_folder(tmp_path / "data")
     good = (root / "test" / "a" / "0.png").read_bytes()

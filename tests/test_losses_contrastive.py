@@ -137,6 +137,7 @@ def _ddp_losses(rank, world, x, y, c):
     return out
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_compute_the_whole_batch_loss_and_gradients(tmp_path):
     x, y, c = _unit(8, 2, 16), torch.tensor([0, 1, 2, 0, 1, 1, 3, 0]), _unit(4, 16, seed=5)
     results = run_ddp(_ddp_losses, x, y, c, tmp_path=tmp_path)

@@ -191,6 +191,7 @@ def _ddp_queue_losses(rank, world, feat, labels, logits, qkeys, q_dscl, k_dscl, 
                 labeled=(lq.keys, lq.labels, lq.ptr))
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_match_one_process_with_the_whole_batch(tmp_path):
     gen = torch.Generator().manual_seed(2)
     unit = lambda *s: F.normalize(torch.randn(*s, generator=gen, dtype=torch.float64), dim=-1)
@@ -235,6 +236,7 @@ def _ddp_local_contrast(rank, world, feat, labels, logits, qkeys, q_d, k_d, dq_k
     return loss.item(), dloss.item()
 
 
+@pytest.mark.slow
 def test_ddp_local_contrast_is_each_ranks_own_batch_against_the_queue(tmp_path):
     gen = torch.Generator().manual_seed(4)
     unit = lambda *s: F.normalize(torch.randn(*s, generator=gen, dtype=torch.float64), dim=-1)

@@ -59,6 +59,7 @@ def _hold_lock(run):
     return proc
 
 
+@pytest.mark.slow
 def test_a_second_process_training_into_a_locked_run_directory_is_refused_naming_the_holder(tmp_path, capsys):
     run = tmp_path / "busy"
     holder = _hold_lock(run)
@@ -72,6 +73,7 @@ def test_a_second_process_training_into_a_locked_run_directory_is_refused_naming
         holder.wait()
 
 
+@pytest.mark.slow
 def test_a_lock_left_by_a_killed_process_does_not_block_resume(tmp_path, capsys):
     run = tmp_path / "killed"
     assert _train_cli(run) == 0

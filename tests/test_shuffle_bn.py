@@ -73,6 +73,7 @@ def _rank_keys(rank, world, seed):
     return shuffled_key_forward(encoder, images)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", [0, 7])
 def test_under_ddp_keys_are_normalised_across_ranks_with_rank0s_permutation(tmp_path, seed):
     """2 ranks holding half the batch each give the keys one process computes with 2 BN groups

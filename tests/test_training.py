@@ -32,6 +32,7 @@ class _Killed(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["logit_adjusted", "proco"])  # proco: estimator state crosses epochs
 def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch, method):
     common = ("train.max_steps_per_epoch=3", "train.eval_every=2", "data.sampler=class_balanced",
@@ -121,6 +122,7 @@ def test_cli_options_may_come_between_overrides(tmp_path):
     assert (run / "last.pt").is_file()
 
 
+@pytest.mark.slow
 def test_bench_prints_ratio_and_a_json_line_with_the_contract_keys(capsys):
     from tailcon.cli import embedded_config_path
 
