@@ -440,7 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (C.ConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError, TypeError) as e:
+    except (C.ConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as e:
         print(f"tailcon: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

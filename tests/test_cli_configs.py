@@ -117,3 +117,22 @@ def test_a_backbone_that_cannot_take_the_image_size_is_refused_before_anything_i
 def test_image_size_of_in_memory_small_images_is_refused_not_ignored(tmp_path, capsys):
     assert main(["train", "data.image_size=224", f"run_dir={tmp_path / 'run'}"]) == 2
     assert "never resized" in capsys.readouterr().err
+
+
+def test_a_bug_shows_its_traceback_instead_of_a_one_line_error(monkeypatch):
+    from tailcon import cli
+
+    def broken(args):
+        raise TypeError("unsupported operand type(s): a bug in tailcon, not a user error")
+
+    monkeypatch.setattr(cli, "cmd_configs", broken)
+    parser = cli.build_parser
+    monkeypatch.setattr(cli, "build_parser", lambda: _with_configs(parser(), broken))
+    with pytest.raises(TypeError, match="a bug in tailcon"):
+        main(["configs"])
+
+
+def _with_configs(parser, fn):
+    for action in parser._subparsers._group_actions:
+        action.choices["configs"].set_defaults(func=fn)
+    return parser
