@@ -209,3 +209,30 @@ def test_reproduction_configs_follow_the_audited_recipes():
     assert {n: c["model"]["bn_batch"] for n, c in configs.items() if c["model"]["bn_batch"]} == {
         "imagenet_lt/paco": 32, "imagenet_lt/gpaco": 32, "imagenet_lt/proco": 32, "imagenet_lt/dscl": 128,
         "imagenet_lt/bcl": 64, "imagenet_lt/bcl_resnext50": 64, "inat2018/bcl": 64}
+
+
+def _grouped_forward(rank, world, x, group):
+    from tailcon.models.grouped_bn import convert_grouped_batchnorm, images_per_view
+
+    net = convert_grouped_batchnorm(_bn_net(), group)
+    share = x.shape[0] // world  # this rank's contiguous share of the global batch (one view)
+    mine = x[rank * share:(rank + 1) * share].clone().requires_grad_(True)
+    with images_per_view(share):
+        out = net(mine)
+    out.pow(2).sum().backward()
+    bn = net[1]
+    return out.detach(), mine.grad, bn.running_mean.clone(), bn.running_var.clone()
+
+
+@pytest.mark.slow
+def test_bn_batch_groups_are_the_same_on_one_process_and_on_two(tmp_path):
+    from ddp_utils import run_ddp
+
+    torch.manual_seed(0)
+    x = torch.randn(16, 3, 8, 8)
+    alone = _grouped_forward(0, 1, x, 4)
+    ranks = run_ddp(_grouped_forward, x, 4, tmp_path=tmp_path)
+    torch.testing.assert_close(torch.cat([r[0] for r in ranks]), alone[0])  # every image normalised with its group
+    torch.testing.assert_close(torch.cat([r[1] for r in ranks]), alone[1])
+    torch.testing.assert_close(ranks[0][2], alone[2])  # rank 0 (whose checkpoint is saved) keeps group 0's statistics
+    torch.testing.assert_close(ranks[0][3], alone[3])
