@@ -209,7 +209,7 @@ def test_ema_weights_are_the_moving_average_of_the_steps_and_survive_a_resume(tm
 def test_knn_predict_votes_with_the_nearest_training_features():
     import torch
 
-    from tailcon.engine.trainer import knn_predict
+    from tailcon.engine.geometry import knn_predict
 
     torch.manual_seed(0)
     centres = torch.nn.functional.normalize(torch.randn(4, 8), dim=1)

@@ -17,7 +17,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from ..data import build_eval_data, build_data, build_eval_transform
+from ..data import DataError, build_data, build_eval_transform
 from . import geometry as G
 from .evaluation import predict_dataset
 from .metrics import shot_accuracy
@@ -28,12 +28,13 @@ from .rundir import atomic_write_text
 def analyze_run(run_dir: str | os.PathLike, device: Optional[str] = None, max_points: int = 2000) -> dict[str, Any]:
     """The geometry figures of one run (its final checkpoint)."""
     from ..inference import load
-    from .trainer import knn_predict
 
     predictor = load(run_dir, device=device)
     cfg, method = predictor.config, predictor.model
     data = build_data(cfg)
-    build_eval_data(cfg, predictor.classes)  # the training data's classes are the model's, by name
+    if [str(c) for c in data.classes] != predictor.classes:  # the class ids must mean what the model learned
+        raise DataError(f"{run_dir}: the data at data.root has other classes than the run trained on "
+                        f"({data.classes[:5]}... vs {predictor.classes[:5]}...): point data.root at the run's data")
     transform = build_eval_transform(data.info)
     data.train.transform = data.test.transform = transform
     dev = predictor.device
@@ -47,7 +48,7 @@ def analyze_run(run_dir: str | os.PathLike, device: Optional[str] = None, max_po
     feature_norms = [float(v) if p else None for v, p in zip(feature_norms, present)]
     weights = getattr(method.classifier, "class_vectors", None)
     weight_norms = [float(v) for v in weights().detach().float().norm(dim=1)] if weights else None
-    knn = shot_accuracy(knn_predict(test.features, train.features, train.labels, c), test.labels, counts)
+    knn = shot_accuracy(G.knn_predict(test.features, train.features, train.labels, c), test.labels, counts)
     gaps = [float(v) for v in geo["simplex_gap_per_class"]]
     return {
         "run": str(run_dir), "method": cfg["method"]["name"], "classes": predictor.classes, "train_counts": counts,

@@ -10,6 +10,7 @@ Pure functions on feature tensors (``tailcon analyze`` feeds them a run's backbo
   as positives: alignment E ||f(x) - f(y)||^2, uniformity log E exp(-2 ||f(x) - f(y)||^2).
 * per-class feature norms and classifier weight norms against training counts (decoupling: the
   norms follow class size).
+* :func:`knn_predict`: weighted kNN classes of the features (the kNN monitor's and analyze's).
 """
 
 from __future__ import annotations
@@ -67,6 +68,19 @@ def alignment_uniformity(features: torch.Tensor, labels: torch.Tensor, max_point
     same = (labels[:, None] == labels[None, :]) & pair
     return {"alignment": float(sq[same].mean()) if same.any() else float("nan"),
             "uniformity": float(torch.logsumexp(-2 * sq[pair], 0) - np.log(int(pair.sum())))}
+
+
+def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int = 20,
+                temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
+    """Weighted kNN classes [Q] of ``query`` [Q, D] against ``bank`` [N, D] with ``bank_labels``
+    [N]: cosine similarities, the k nearest vote exp(sim / temperature) each. In chunks of queries."""
+    bank = torch.nn.functional.normalize(bank.float(), dim=1)
+    preds = []
+    for q in torch.nn.functional.normalize(query.float(), dim=1).split(chunk):
+        sim, idx = (q @ bank.t()).topk(min(k, bank.shape[0]), dim=1)
+        votes = torch.zeros(q.shape[0], num_classes).scatter_add_(1, bank_labels[idx].long(), (sim / temperature).exp())
+        preds.append(votes.argmax(dim=1))
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 def per_group(values: Sequence[float], train_counts: Sequence[int]) -> dict[str, float | None]:

@@ -28,6 +28,7 @@ from ..models.sync_batchnorm import convert_sync_batchnorm
 from ..models.trainable import set_trainable
 from .device import autocast_context, resolve_amp, resolve_device
 from .evaluation import predict_dataset, show_progress
+from .geometry import knn_predict
 from .host import tune_host_allocator
 from .logging import RunLogger
 from .metrics import evaluation_metrics, format_report
@@ -422,19 +423,6 @@ class Trainer:
             hint += (f"classes {empty[:20]} have no training image (data.allow_empty_classes=true), which "
                      "class-balanced sampling and class-prior losses cannot handle; ")
         return hint + "try a lower optim.lr or train.amp=none"
-
-
-def knn_predict(query: torch.Tensor, bank: torch.Tensor, bank_labels: torch.Tensor, num_classes: int, k: int = 20,
-                temperature: float = 0.07, chunk: int = 1024) -> torch.Tensor:
-    """Weighted kNN classes [Q] of ``query`` [Q, D] against ``bank`` [N, D] with ``bank_labels``
-    [N]: cosine similarities, the k nearest vote exp(sim / temperature) each. In chunks of queries."""
-    bank = torch.nn.functional.normalize(bank.float(), dim=1)
-    preds = []
-    for q in torch.nn.functional.normalize(query.float(), dim=1).split(chunk):
-        sim, idx = (q @ bank.t()).topk(min(k, bank.shape[0]), dim=1)
-        votes = torch.zeros(q.shape[0], num_classes).scatter_add_(1, bank_labels[idx].long(), (sim / temperature).exp())
-        preds.append(votes.argmax(dim=1))
-    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
 def _summary(m: Mapping[str, Any]) -> dict[str, Any]:
