@@ -305,10 +305,12 @@ def base_path(path: Path, base: Any) -> Path:
         return locate(str(base))
     except ConfigError:
         raise ConfigError(f"config {path}: _base_ {base!r} is neither a file next to it ({relative}) nor a "
-                          f"shipped config{_suggest(str(base), shipped_config_names())}") from None
+                          f"shipped config{suggest(str(base), shipped_config_names())}") from None
 
 
-def _suggest(key: str, valid: Iterable[str]) -> str:
+def suggest(key: str, valid: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``key``, or "" (a right leaf under a
+    wrong section, ``lr`` for ``optim.lr``, is found too). Shared by every did-you-mean message."""
     close = difflib.get_close_matches(key, list(valid), n=1, cutoff=0.5)
     if not close:  # a right leaf under a wrong section, e.g. "lr" for "optim.lr"
         leaf = key.rsplit(".", 1)[-1]
@@ -327,7 +329,7 @@ def check_keys(cfg: Mapping[str, Any], defaults: Mapping[str, Any], where: str =
         elif key in sections and value in ({}, None):
             continue
         elif not key.startswith("method."):
-            raise ConfigError(f"unknown config key '{where}{key}'{_suggest(key, valid)}")
+            raise ConfigError(f"unknown config key '{where}{key}'{suggest(key, valid)}")
 
 
 def _check_type(key: str, value: Any, default: Any, where: str) -> None:
@@ -399,7 +401,7 @@ def one_of(choices: Iterable[str] | Callable[[], Iterable[str]]) -> Rule:
     """``choices``: the values, or a function returning them (looked up when checked)."""
     def check(v):
         valid = list(choices() if callable(choices) else choices)
-        return None if v in valid else f"one of {', '.join(map(str, valid))}{_suggest(str(v), valid)}"
+        return None if v in valid else f"one of {', '.join(map(str, valid))}{suggest(str(v), valid)}"
     return check
 
 
@@ -548,7 +550,7 @@ def locate(path: str | os.PathLike) -> Path:
     if shipped.is_file():
         return shipped
     raise ConfigError(f"config file not found: {path} (nor a shipped config named {name!r}"
-                      f"{_suggest(name, shipped_config_names())}; `tailcon configs` lists them)")
+                      f"{suggest(name, shipped_config_names())}; `tailcon configs` lists them)")
 
 
 def resolve(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
@@ -620,3 +622,6 @@ def plain(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [plain(v) for v in obj]
     return obj
+
+
+_suggest = suggest  # the name before it was public

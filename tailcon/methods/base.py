@@ -13,8 +13,8 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..config import (VALUE_RULES, ConfigError, Rule, _suggest, check_keys, check_values, integer, list_of, number,
-                      one_of)
+from ..config import (VALUE_RULES, ConfigError, Rule, check_keys, check_values, integer, list_of, number, one_of,
+                      suggest)
 from ..data.samplers import SAMPLERS
 from ..data.transforms import RECIPES, ImageInfo, build_train_transform
 from ..models import build_backbone, build_classifier, load_pretrained
@@ -29,7 +29,7 @@ def register(cls: type["Method"]) -> type["Method"]:
 
 def get_method(name: str) -> type["Method"]:
     if name not in METHODS:
-        raise ConfigError(f"unknown method.name {name!r}{_suggest(name, METHODS)}; known: {', '.join(sorted(METHODS))}")
+        raise ConfigError(f"unknown method.name {name!r}{suggest(name, METHODS)}; known: {', '.join(sorted(METHODS))}")
     return METHODS[name]
 
 
@@ -114,7 +114,7 @@ class Method(nn.Module):
         for key in given:
             if key not in cls.defaults:
                 raise ConfigError(f"unknown config key 'method.{key}' for method {cls.name!r}"
-                                  f"{_suggest('method.' + key, valid)}; its keys: {', '.join(valid) or '(none)'}")
+                                  f"{suggest('method.' + key, valid)}; its keys: {', '.join(valid) or '(none)'}")
         check_keys(given, cls.defaults, where="method.")  # types: "False" is not a bool
         hparams = {**cls.defaults, **given}
         check_values(hparams, {**COMMON_RULES, **cls.rules}, where="method.")
