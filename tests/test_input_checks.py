@@ -37,12 +37,25 @@ FAST = ("train.max_steps_per_epoch=2", "--no-progress")
     ("optim.momentum=1.5", "'optim.momentum' must be a number >= 0 and <= 1"),
     ("method.tau=-1", "'method.tau' must be a number >= 0"),
     ("train.compile=fast", "'train.compile' must be true, false, default, reduce-overhead or max-autotune"),
+    ("data.mean=[0.5,0.5]", "'data.mean' must have 3 values"),
+    ("data.std=[0.2,0.2,0.2,0.2]", "'data.std' must have 3 values"),
+    ("optim.lr=1e300", "'optim.lr' must be a number between"),
+    ("optim.lr=.nan", "'optim.lr' must be a number"),
+    ("optim.weight_decay=.inf", "'optim.weight_decay' must be a number"),
+    ("method.tau=1e300", "'method.tau' must be a number between"),
+    ("model.backbone=", "'model.backbone' has an empty value"),
+    ("optim.lr=", "'optim.lr' has an empty value"),
+    ("optim.schedule=", "'optim.schedule' has an empty value"),
+    ("optim.milestones=", "'optim.milestones' has an empty value"),
+    ("seed=18446744073709551616", "'seed' must be an integer >= 0 and <= 4294967295"),
+    ("seed=-1", "'seed' must be an integer >= 0"),
 ])
 def test_a_bad_config_value_is_refused_naming_the_key_before_any_work(tmp_path, capsys, override, message):
     run = tmp_path / "run"
     assert main(["train", f"run_dir={run}", override, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert message in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, "one line"
     assert not run.exists(), "refused before the run directory was made"
 
 
