@@ -41,8 +41,8 @@ sys.path.insert(0, str(REPO))
 
 import torch  # noqa: E402
 
-from tailcon import config as C  # noqa: E402
-from tailcon.engine.rundir import atomic_write_text  # noqa: E402
+from tailcon import config, resolution  # noqa: E402
+from tailcon.rundir import atomic_write_text  # noqa: E402
 
 # name -> (shipped config, extra overrides); all run at once, the most wanted first
 RECIPES = {"cifar10_lt/bcl": ("cifar10_lt/bcl", []),
@@ -124,7 +124,7 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
 
     modes = [("bf16", ["train.amp=bf16"])] + ([] if dry_run else [("compile", ["train.amp=bf16",
                                                                                 "train.compile=true"])])
-    from tailcon.engine.rundir import save_checkpoint
+    from tailcon.rundir import save_checkpoint
 
     trained = check.out / "smoke-ce.pt"  # ce's smoke run is the trained run that crt re-trains a classifier on
     small = {"rescom": ["method.k_neg=20"], "dscl": ["method.queue_size=64", "method.patch_size=8",
@@ -139,7 +139,7 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
                 check.report["not_reached"].append(f"smoke {key}")
                 continue
             try:
-                cfg = C.resolve(None, base + [f"method.name={name}", "train.max_steps_per_epoch=3", "run_dir=",
+                cfg = resolution.resolve(None, base + [f"method.name={name}", "train.max_steps_per_epoch=3", "run_dir=",
                                               *small.get(name, []), *extra])
                 trainer = Trainer(cfg)
                 stats = trainer.train_one_epoch(0, 1)
@@ -158,7 +158,7 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
             check.save()
     try:  # file dataset through the device JPEG decode
         root = write_jpegs(check.out / "jpeg")
-        cfg = C.resolve(None, ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8",
+        cfg = resolution.resolve(None, ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8",
                                "data.pipeline=device", "data.num_workers=2", "model.backbone=resnet8", "run_dir=",
                                "train.max_steps_per_epoch=1", "train.progress=false"])
         Trainer(cfg).train_one_epoch(0, 1)
@@ -170,14 +170,14 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
 
 
 def bench(check: Check, configs: dict[str, list[str]], steps: int, warmup: int) -> None:
-    from tailcon.engine.bench import run_bench
+    from tailcon.tools.bench import run_bench
 
     for name, args in configs.items():
         if check.left() <= 0:
             check.report["not_reached"].append(f"bench {name}")
             continue
         try:
-            r = run_bench(C.resolve(args[0], args[1:]), steps=steps, warmup=warmup, reference=False)
+            r = run_bench(resolution.resolve(args[0], args[1:]), steps=steps, warmup=warmup, reference=False)
             check.report["bench"][name] = {"images_per_s": r["images_per_s"], "peak_memory_mb": r["peak_memory_mb"],
                                            "pipeline": r["pipeline"], "amp": r["amp"]}
         except Exception as e:
@@ -247,7 +247,7 @@ def _record(check: Check, name: str, run_dir: Path, wall_s: float, returncode: i
 
 def summarise_run(run_dir: Path, wall_s: float, returncode: int) -> dict:
     from tailcon.engine.logging import read_metrics
-    from tailcon.engine.rundir import RunDir
+    from tailcon.rundir import RunDir
 
     run = RunDir(run_dir)
     records = read_metrics(run_dir)
@@ -286,8 +286,8 @@ def main(argv=None) -> int:
         root = prepare_cifar(args.data, args.out)
         base = ["data.name=cifar10_lt", f"data.root={root}", "data.batch_size=128", "train.progress=false",
                 "data.num_workers=4"]
-        recipes = {name: [config, f"data.root={root}", "train.eval_every=1", *extra]
-                   for name, (config, extra) in RECIPES.items()}
+        recipes = {name: [config_file, f"data.root={root}", "train.eval_every=1", *extra]
+                   for name, (config_file, extra) in RECIPES.items()}
         bench_cfgs = {name: args[:2] + args[3:] for name, args in recipes.items()}
         steps, warmup = 30, 10
     smoke(check, base, args.dry_run)

@@ -1,5 +1,5 @@
 """Write docs/hyperparameters.md: for every shipped config, each hyperparameter with its value and
-source (tailcon.config_sources). Run from the repository root: ``python docs/hyperparameters.py``;
+source (tailcon.tools.sources). Run from the repository root: ``python docs/hyperparameters.py``;
 tests/test_config_sources.py fails when the file is out of date."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tailcon.config_sources import shipped_configs, sources_table  # noqa: E402
+from tailcon.tools.sources import shipped_configs, sources_table  # noqa: E402
 
 HEADER = """# Hyperparameters of every shipped config, with their sources
 

@@ -13,7 +13,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from tailcon import config as C  # noqa: E402
+from tailcon import config, resolution  # noqa: E402
 
 RUNS = Path(__file__).resolve().parent / "reproduction_runs.yaml"
 DATASETS = {"cifar10_lt": "CIFAR-10-LT", "cifar100_lt": "CIFAR-100-LT", "imagenet_lt": "ImageNet-LT",
@@ -83,10 +83,10 @@ def render() -> str:
     lines = [HEADER, "| config | method | dataset (IF) | backbone, epochs | paper top-1 (Many / Med. / Few) | source | "
                      "tailcon final / best (final - paper) | seeds | hardware, wall time |",
              "|---|---|---|---|---|---|---|---|---|"]
-    for name in C.shipped_config_names():
+    for name in config.shipped_config_names():
         if "/" not in name:
             continue
-        cfg = C.resolve(name)
+        cfg = resolution.resolve(name)
         paper = cfg["paper"]
         if paper["top1"] is None:
             continue

@@ -4,17 +4,28 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import re
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import config as C
+from . import config, resolution
+from .errors import TailconError
+from .inference.artifacts import FORMATS
+from .rundir import RunDirError
+from .tools.bench import run_bench
+from .tools.report import write_report
+from .tools.robustness import evaluate_corruptions
+from .tools.tau_norm import parse_tau
 
 EMBEDDED_DEFAULT = "digits_lt.yaml"
-FORMATS = ("safetensors", "torchscript", "onnx", "pt2")  # tailcon.export.FORMATS, without importing torch
-MAX_TAU = 10.0  # tau-normalisation: ||w||^tau beyond this only amplifies norm noise (the search spans 0..2)
+
+
+def default_of(function, argument: str):
+    """The default of ``function``'s ``argument``: the command line states none of its own."""
+    return inspect.signature(function).parameters[argument].default
 
 
 def positive_int(text: str) -> int:
@@ -51,18 +62,18 @@ def _split_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
         elif path is None:
             path = item
         else:
-            raise C.ConfigError(f"unexpected argument {item!r}: give one CONFIG and key=value overrides")
+            raise config.ConfigError(f"unexpected argument {item!r}: give one CONFIG and key=value overrides")
     return path, overrides
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
-    from .engine.rundir import RunDir, RunDirError, run_dir_of
+    from .rundir import RunDir, RunDirError, run_dir_of
 
     path, overrides = _split_args(args.args)
     if args.no_progress:
         overrides.append("train.progress=false")
-    resume = C.parse_overrides([o for o in overrides if o.startswith("resume=")]).get("resume")
+    resume = config.parse_overrides([o for o in overrides if o.startswith("resume=")]).get("resume")
     if path is None and resume and resume != "auto":  # continue a run with the config it was started with
         if not Path(str(resume)).exists():
             raise RunDirError(f"resume={resume}: no such run directory or checkpoint")
@@ -70,9 +81,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         if not saved.is_file():
             raise RunDirError(f"resume={resume}: {saved} not found, so the run's config is unknown; give the "
                               "CONFIG it was started with: tailcon train CONFIG resume=...")
-        cfg = C.resolve(None, overrides, extra=C.load_yaml(saved))
+        cfg = resolution.resolve(None, overrides, extra=config.load_yaml(saved))
     else:
-        cfg = C.resolve(path or embedded_config_path(), overrides)
+        cfg = resolution.resolve(path or embedded_config_path(), overrides)
         if path is None:
             print(f"tailcon: no CONFIG given: training the embedded default, {embedded_config_path()}\n"
                   "         (long-tailed handwritten digits from scikit-learn, 10 classes, imbalance factor 10, "
@@ -82,38 +93,28 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from .engine import evaluate_checkpoint
+    from .tools.evaluate import evaluate_checkpoint
 
     if args.corruptions:
-        from .engine.robustness import evaluate_corruptions
-
         if args.overrides:
-            raise C.ConfigError("--corruptions takes no key=value overrides")
+            raise config.ConfigError("--corruptions takes no key=value overrides")
         evaluate_corruptions(args.path, baseline=args.baseline, names=args.corruption_names,
                              severities=args.severities, max_images=args.max_images or None,
                              imagenet_c=args.imagenet_c, device=args.device, cifar_c=args.cifar_c)
         return 0
 
-    tau = args.tau_norm
-    if tau is not None and tau != "auto":
-        try:
-            tau = float(tau)
-        except ValueError:
-            tau = float("nan")
-        if not 0 <= tau <= MAX_TAU:  # NaN fails this too
-            raise C.ConfigError(f"--tau-norm takes a number in [0, {MAX_TAU:g}] or 'auto', got {args.tau_norm!r}")
     evaluate_checkpoint(args.path, split=args.split, overrides=tuple(args.overrides), which=args.checkpoint,
-                        tau_norm=tau)
+                        tau_norm=parse_tau(args.tau_norm))
     return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .engine.bench import format_bench, run_bench
+    from .tools.bench import format_bench
 
     path, overrides = _split_args(args.args)
-    cfg = C.resolve(path or str(embedded_config_path()), overrides)
+    cfg = resolution.resolve(path or str(embedded_config_path()), overrides)
     result = run_bench(cfg, steps=args.steps, warmup=args.warmup, reference=not args.no_reference)
     print(format_bench(result))
     if args.json:
@@ -124,12 +125,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import datetime
 
-    from .engine.compare import compare
+    from .tools.compare import compare
 
     configs = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
     if not configs:
-        raise C.ConfigError("tailcon compare needs at least one CONFIG")
+        raise config.ConfigError("tailcon compare needs at least one CONFIG")
     if args.no_progress:
         overrides.append("train.progress=false")
     out = args.out or f"runs/compare-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -190,7 +191,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import list_images
-    from .engine.rundir import atomic_replace
+    from .rundir import atomic_replace
     from .inference import load
 
     predictor = load(args.path, device=args.device, which=args.checkpoint)
@@ -218,7 +219,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from .export import export
+    from .tools.export import export
 
     out = export(args.path, args.format, out=args.out, which=args.checkpoint, force=args.force)
     print(f"tailcon export: wrote {out} ({args.format}; input float [B, 3, S, S] in [0, 1] after the test "
@@ -227,7 +228,6 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from .engine.report import write_report
 
     out = args.out or (str(Path(args.runs[0]) / "report") if len(args.runs) == 1 else "report")
     page = write_report(args.runs, out, tsne_points=args.tsne_points, model_figures=not args.no_model,
@@ -237,7 +237,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from .engine.analyze import write_analysis
+    from .tools.analyze import write_analysis
 
     out = args.out or (str(Path(args.runs[0]) / "analysis") if len(args.runs) == 1 else "analysis")
     path = write_analysis(args.runs, out, device=args.device)
@@ -261,13 +261,13 @@ def _first_comment(p: Path) -> str:
 
 def cmd_configs(args: argparse.Namespace) -> int:
     if args.root is None:  # the configs installed with tailcon, by the names `tailcon train` takes
-        root = C.shipped_config_dir()
-        for name in C.shipped_config_names():
+        root = config.shipped_config_dir()
+        for name in config.shipped_config_names():
             print(f"{name:<32} {_first_comment(root / (name + '.yaml'))}")
         return 0
     root = Path(args.root)
     if not root.is_dir():
-        raise C.ConfigError(f"no such config folder: {root}")
+        raise config.ConfigError(f"no such config folder: {root}")
     for p in sorted(root.rglob("*.yaml")):
         print(f"{p}  {_first_comment(p)}")
     return 0
@@ -278,16 +278,16 @@ def cmd_config(args: argparse.Namespace) -> int:
 
     path, overrides = _split_args(args.args)
     path = path or str(embedded_config_path())  # as tailcon train: the embedded default
-    cfg = C.resolve(path, overrides)
+    cfg = resolution.resolve(path, overrides)
     resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # as tailcon train checks before it starts
     if args.sources:
-        from .config_sources import sources_table
+        from .tools.sources import sources_table
 
         print(sources_table(path, overrides))
     else:
         print(f"# tailcon config {' '.join(args.args)}: what RUN_DIR/config.yaml will hold"
               + ("; run_dir null = runs/<date>-<name>" if cfg["run_dir"] is None else ""))
-        print(C.dump(cfg), end="")
+        print(config.dump(cfg), end="")
     return 0
 
 
@@ -317,10 +317,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "--baseline, CE per corruption and mCE; writes corruptions-<checkpoint>.json")
     e.add_argument("--baseline", default=None, metavar="RUN_DIR", help="the run mCE is relative to (e.g. a CE run)")
     e.add_argument("--corruption-names", nargs="+", default=None, metavar="NAME", help="default: all")
-    e.add_argument("--severities", type=int, nargs="+", default=[1, 2, 3, 4, 5], choices=range(1, 6),
-                   metavar="{1..5}")
-    e.add_argument("--max-images", type=non_negative_int, default=1000,
-                   help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all)")
+    e.add_argument("--severities", type=int, nargs="+", default=list(default_of(evaluate_corruptions, "severities")),
+                   choices=range(1, 6), metavar="{1..5}")
+    e.add_argument("--max-images", type=non_negative_int, default=default_of(evaluate_corruptions, "max_images"),
+                   help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all; default %(default)s)")
     e.add_argument("--imagenet-c", default=None, metavar="ROOT", help="ImageNet-C folder for file datasets")
     e.add_argument("--cifar-c", default=None, metavar="ROOT",
                    help="the released CIFAR-10-C / CIFAR-100-C arrays (ROOT/<corruption>.npy, ROOT/labels.npy; 15 "
@@ -340,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
                                    "prints the ratio; --json adds one JSON line with images_per_s, "
                                    "reference_images_per_s, ratio, peak_memory_mb")
     b.add_argument("args", nargs="*", metavar="CONFIG|key=value")
-    b.add_argument("--steps", type=positive_int, default=20, help="timed steps (default 20)")
-    b.add_argument("--warmup", type=non_negative_int, default=3, help="untimed steps first (default 3)")
+    b.add_argument("--steps", type=positive_int, default=default_of(run_bench, "steps"),
+                   help="timed steps (default %(default)s)")
+    b.add_argument("--warmup", type=non_negative_int, default=default_of(run_bench, "warmup"),
+                   help="untimed steps first (default %(default)s)")
     b.add_argument("--json", action="store_true", help="last line: the result as one JSON object")
     b.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     b.set_defaults(func=cmd_bench)
@@ -398,7 +400,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "t-SNE of test features (these two re-run the test set: the data must be there)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default=None, help="default: RUN_DIR/report for one run, ./report for several")
-    rp.add_argument("--tsne-points", type=non_negative_int, default=2000)
+    rp.add_argument("--tsne-points", type=non_negative_int, default=default_of(write_report, "tsne_points"),
+                    help="default %(default)s")
     rp.add_argument("--no-model", action="store_true", help="only the figures from logs (no test-set pass)")
     rp.add_argument("--device", default=None)
     rp.set_defaults(func=cmd_report)
@@ -426,9 +429,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    from .data import DataError
-    from .engine import NonFiniteLossError
-
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
     # options may sit between key=value pairs: argparse leaves the pairs after an option unparsed
@@ -440,7 +440,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (C.ConfigError, DataError, FileNotFoundError, NonFiniteLossError, ValueError) as e:
+    except (TailconError, RunDirError) as e:  # the project's own errors say what is wrong; anything else is a bug
         print(f"tailcon: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

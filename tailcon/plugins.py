@@ -22,13 +22,15 @@ import sys
 from pathlib import Path
 from typing import Iterable, Optional
 
+from .errors import TailconError
+
 ENTRY_POINT_GROUP = "tailcon.plugins"
 MODULE_NAME = re.compile(r"[A-Za-z_]\w*(\.[A-Za-z_]\w*)*")
 _entry_points_loaded = False
 _announced: set[str] = set()
 
 
-class PluginError(ValueError):
+class PluginError(TailconError, ValueError):
     """A custom module or plugin cannot be imported; the message names it."""
 
 

@@ -26,12 +26,12 @@ def golden_params(prefix: str):
 
 def tiny_cfg(tmp_path, *overrides: str, epochs: int = 2) -> dict:
     """The embedded digits config, shrunk for tests."""
-    from tailcon import config as C
+    from tailcon import config, resolution
     from tailcon.cli import embedded_config_path
 
     base = [f"run_dir={tmp_path / 'run'}", f"train.epochs={epochs}", "train.progress=false",
             "train.eval_every=1", "optim.warmup_epochs=0"]
-    return C.resolve(embedded_config_path(), base + list(overrides))
+    return resolution.resolve(embedded_config_path(), base + list(overrides))
 
 
 def write_image_folder(root, splits=None):

@@ -5,7 +5,7 @@ copied from it); the old classifier is skipped, shape mismatches name the key.""
 import pytest
 import torch
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.engine import Trainer, train
 from tailcon.methods import build_method
 from tailcon.models import PretrainedError, build_backbone, load_pretrained
@@ -29,8 +29,8 @@ def test_a_timm_model_trains_as_a_backbone_through_its_public_interface(tmp_path
     res = train(tiny_cfg(tmp_path, "model.backbone=timm:test_resnet", "train.max_steps_per_epoch=2",
                          "train.channels_last=false", epochs=1))
     assert res["top1"] is not None
-    with pytest.raises(C.ConfigError, match="did you mean"):
-        C.resolve(None, ["model.backbone=timm:test_resnett"])
+    with pytest.raises(config.ConfigError, match="did you mean"):
+        resolution.resolve(None, ["model.backbone=timm:test_resnett"])
 
 
 def test_timm_weights_load_with_the_classifier_skipped(tmp_path):
@@ -80,7 +80,7 @@ def test_a_shape_mismatch_names_the_key_and_nothing_fitting_is_an_error(tmp_path
 def test_a_tailcon_run_starts_a_new_run_and_its_momentum_encoder(tmp_path):
     train(tiny_cfg(tmp_path / "a", "model.backbone=resnet8", "train.max_steps_per_epoch=2", epochs=1))
     run = tmp_path / "a" / "run"
-    from tailcon.engine.rundir import load_checkpoint
+    from tailcon.rundir import load_checkpoint
 
     trained = {k[len("backbone."):]: v for k, v in load_checkpoint(run)["model"].items() if k.startswith("backbone.")}
     cfg = tiny_cfg(tmp_path / "b", "method.name=paco", "method.queue_size=64", "model.backbone=resnet8",
@@ -94,7 +94,7 @@ def test_a_tailcon_run_starts_a_new_run_and_its_momentum_encoder(tmp_path):
 
 
 def test_places_lt_refuses_to_train_without_its_pretrained_weights(tmp_path):
-    cfg = C.resolve("places_lt/rescom")
+    cfg = resolution.resolve("places_lt/rescom")
     assert cfg["model"]["require_pretrained"] and cfg["model"]["pretrained"] is None
-    with pytest.raises(C.ConfigError, match="model.pretrained=PATH"):
+    with pytest.raises(config.ConfigError, match="model.pretrained=PATH"):
         Trainer(tiny_cfg(tmp_path, "model.require_pretrained=true"))

@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import main
 from tailcon.engine import Trainer, train
-from tailcon.engine.evaluation import TAU_GRID, tau_normalized_logits
-from tailcon.engine.rundir import load_checkpoint
+from tailcon.tools.tau_norm import TAU_GRID, tau_normalized_logits
+from tailcon.rundir import load_checkpoint
 from tailcon.losses import class_balanced_weights, ldam_loss, ldam_margins
 
 from conftest import tiny_cfg
@@ -50,7 +50,7 @@ def test_drw_switches_to_effective_number_weights_at_its_epoch(tmp_path):
     assert torch.equal(method.criterion.weights, torch.ones(10, dtype=torch.float64))
     method.on_epoch_start(3, 10)
     torch.testing.assert_close(method.criterion.weights, class_balanced_weights(method.cls_num, 0.9999))
-    with pytest.raises(C.ConfigError, match="model.classifier=cosine"):
+    with pytest.raises(config.ConfigError, match="model.classifier=cosine"):
         Trainer(tiny_cfg(tmp_path / "x", "method.name=ldam_drw"))
 
 
@@ -70,10 +70,10 @@ def test_crt_retrains_only_a_fresh_classifier_on_the_runs_frozen_backbone(ce_run
     backbone = [k for k in before if k.startswith("backbone.")]
     assert backbone and all(torch.equal(before[k], after[k]) for k in backbone)  # BN statistics included
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
-    with pytest.raises(C.ConfigError, match="model.backbone=resnet8"):
+    with pytest.raises(config.ConfigError, match="model.backbone=resnet8"):
         train(tiny_cfg(tmp_path / "other", "method.name=crt", f"method.init_from={ce_run}", "model.backbone=resnet20",
                        epochs=1))
-    with pytest.raises(C.ConfigError, match="init_from"):
+    with pytest.raises(config.ConfigError, match="init_from"):
         Trainer(tiny_cfg(tmp_path / "none", "method.name=crt", epochs=1))
 
 
@@ -103,7 +103,7 @@ def test_eval_tau_norm_auto_picks_the_best_tau_on_validation(ce_run, capsys):
 
 def test_ldam_drw_and_crt_ship_cifar_configs():
     for ds in ("cifar10_lt", "cifar100_lt"):
-        cfg = C.resolve(f"{ds}/ldam_drw")
+        cfg = resolution.resolve(f"{ds}/ldam_drw")
         assert cfg["method"]["name"] == "ldam_drw" and cfg["model"]["classifier"] == "cosine"
-        crt = C.resolve(f"{ds}/crt", ["method.init_from=somewhere"])
+        crt = resolution.resolve(f"{ds}/crt", ["method.init_from=somewhere"])
         assert crt["data"]["sampler"] == "class_balanced" and crt["train"]["epochs"] == 10

@@ -10,7 +10,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.data import DataError, build_data, long_tail_counts
 from tailcon.data import cifar
 
@@ -34,7 +34,7 @@ def _write_cifar10(folder, per_class=60, test_per_class=3):
 
 def test_cifar10_lt_from_official_layout(tmp_path):
     labels, data = _write_cifar10(tmp_path / "cifar-10-batches-py")
-    cfg = C.resolve(None, ["data.name=cifar10_lt", f"data.root={tmp_path}", "data.max_per_class=60",
+    cfg = resolution.resolve(None, ["data.name=cifar10_lt", f"data.root={tmp_path}", "data.max_per_class=60",
                            "data.imbalance_factor=10"])
     d = build_data(cfg)
     assert d.cls_num_list == long_tail_counts(10, 60, 10)
@@ -57,14 +57,14 @@ def test_cifar100_lt_fine_labels(tmp_path):
                          b"data": rng.randint(0, 255, (n, 3072), dtype=np.uint8)}, f)
     with open(folder / "meta", "wb") as f:
         pickle.dump({b"fine_label_names": [f"c{i}".encode() for i in range(100)]}, f)
-    d = build_data(C.resolve(None, ["data.name=cifar100_lt", f"data.root={folder}", "data.max_per_class=6",
+    d = build_data(resolution.resolve(None, ["data.name=cifar100_lt", f"data.root={folder}", "data.max_per_class=6",
                                     "data.imbalance_factor=6"]))
     assert d.num_classes == 100 and d.cls_num_list[0] == 6 and d.cls_num_list[-1] == 1
 
 
 def test_missing_cifar_files_say_where_and_how(tmp_path):
     with pytest.raises(DataError, match=r"data.root=.*cifar-10-batches-py.*data.download=true"):
-        build_data(C.resolve(None, ["data.name=cifar10_lt", f"data.root={tmp_path}"]))
+        build_data(resolution.resolve(None, ["data.name=cifar10_lt", f"data.root={tmp_path}"]))
 
 
 def _archive_bytes(tmp_path):
@@ -95,12 +95,12 @@ def test_download_fetches_official_url_verifies_md5_and_extracts(tmp_path, monke
     spec = dataclasses.replace(cifar.CIFAR10, md5=hashlib.md5(payload).hexdigest())
     monkeypatch.setitem(cifar.SPECS, "cifar10", spec)
     root = tmp_path / "dl"
-    d = build_data(C.resolve(None, ["data.name=cifar10_lt", f"data.root={root}", "data.download=true",
+    d = build_data(resolution.resolve(None, ["data.name=cifar10_lt", f"data.root={root}", "data.download=true",
                                     "data.max_per_class=10", "data.imbalance_factor=10"]))
     assert requested == ["https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"]
     assert (root / "cifar-10-batches-py" / "test_batch").is_file()
     assert d.cls_num_list == long_tail_counts(10, 10, 10)
-    build_data(C.resolve(None, ["data.name=cifar10_lt", f"data.root={root}", "data.download=true",
+    build_data(resolution.resolve(None, ["data.name=cifar10_lt", f"data.root={root}", "data.download=true",
                                 "data.max_per_class=10"]))
     assert len(requested) == 1, "files present: no second download"
 

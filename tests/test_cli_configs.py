@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_shipped_names_resolve_from_any_directory(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     for name in ("cifar10_lt/bcl", "cifar10_lt/bcl.yaml", "configs/cifar10_lt/bcl.yaml"):
-        cfg = C.resolve(name)
+        cfg = resolution.resolve(name)
         assert cfg["method"]["name"] == "bcl" and cfg["name"] == "cifar10_lt-bcl", name
     assert main(["configs"]) == 0
     listed = capsys.readouterr().out.splitlines()
@@ -89,12 +89,12 @@ def test_a_shipped_name_works_as_base(tmp_path, monkeypatch, capsys):
     (tmp_path / "my_configs").mkdir()
     (tmp_path / "my_configs" / "mine.yaml").write_text("_base_: cifar10_lt/bcl\noptim:\n  lr: 0.2\n")
     monkeypatch.chdir(tmp_path)
-    cfg = C.resolve("my_configs/mine.yaml")
+    cfg = resolution.resolve("my_configs/mine.yaml")
     assert cfg["method"]["name"] == "bcl" and cfg["optim"]["lr"] == 0.2
     assert main(["config", "my_configs/mine.yaml", "--sources"]) == 0
     (tmp_path / "my_configs" / "bad.yaml").write_text("_base_: cifar10_lt/bclx\n")
-    with pytest.raises(C.ConfigError, match=r"neither a file next to it .* \(did you mean 'cifar10_lt/bcl'\?\)"):
-        C.resolve("my_configs/bad.yaml")
+    with pytest.raises(config.ConfigError, match=r"neither a file next to it .* \(did you mean 'cifar10_lt/bcl'\?\)"):
+        resolution.resolve("my_configs/bad.yaml")
 
 
 def test_configs_lists_each_first_sentence_whole(capsys):

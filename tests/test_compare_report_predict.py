@@ -10,9 +10,9 @@ import torch
 from PIL import Image
 
 import tailcon
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import embedded_config_path, main
-from tailcon.engine import compare as compare_mod
+from tailcon.tools import compare as compare_mod
 from tailcon.engine import train
 
 from conftest import tiny_cfg
@@ -193,7 +193,7 @@ def test_compare_table_shows_single_seed_without_spread_and_unrun_configs():
 def test_report_legends_drop_the_parts_all_runs_share_and_never_reuse_a_colour():
     from pathlib import Path
 
-    from tailcon.engine.report import _colours, _strip_shared, run_labels
+    from tailcon.tools.report import _colours, _strip_shared, run_labels
 
     names = [f"cifar10_lt-{m}/seed0" for m in ("bcl", "ce", "hybrid_sc", "hybrid_psc")]
     assert _strip_shared(names) == ["bcl", "ce", "hybrid_sc", "hybrid_psc"]
@@ -209,7 +209,7 @@ def test_report_legends_drop_the_parts_all_runs_share_and_never_reuse_a_colour()
 
 
 def test_report_runs_the_backbone_once_per_test_batch(two_runs, monkeypatch):
-    from tailcon.engine.report import outputs_on_test_split
+    from tailcon.tools.report import outputs_on_test_split
     from tailcon.methods.base import Method
 
     calls = []
@@ -226,11 +226,11 @@ def test_report_runs_the_backbone_once_per_test_batch(two_runs, monkeypatch):
 
 
 def test_the_paper_figure_stands_beside_the_runs_in_results_compare_and_report(tmp_path, capsys):
-    config = tmp_path / "with_paper.yaml"
-    config.write_text(f"_base_: {embedded_config_path()}\npaper:\n  top1: 90.0\n  few: 80.0\n  source: a test table\n")
+    config_file = tmp_path / "with_paper.yaml"
+    config_file.write_text(f"_base_: {embedded_config_path()}\npaper:\n  top1: 90.0\n  few: 80.0\n  source: a test table\n")
     out = tmp_path / "cmp"
-    rows = compare_mod.compare([str(config)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2"], out)
-    results = json.loads((out / C.config_name(config) / "seed0" / "results.json").read_text())
+    rows = compare_mod.compare([str(config_file)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2"], out)
+    results = json.loads((out / config.config_name(config_file) / "seed0" / "results.json").read_text())
     assert results["paper"] == {"top1": 90.0, "few": 80.0, "source": "a test table"}
     assert results["vs_paper"]["top1"] == pytest.approx(results["top1"] - 90.0)
     assert results["vs_paper"]["few"] == pytest.approx(results["few"] - 80.0)
@@ -242,8 +242,8 @@ def test_the_paper_figure_stands_beside_the_runs_in_results_compare_and_report(t
     record = dict(zip(header.split(","), line.split(",")))
     assert float(record["paper_top1"]) == 90.0
     assert float(record["final_top1_minus_paper"]) == pytest.approx(mean - 90, abs=0.01)
-    run = out / C.config_name(config) / "seed0"
+    run = out / config.config_name(config_file) / "seed0"
     assert main(["report", str(run), "--no-model", "--out", str(tmp_path / "rep")]) == 0
     assert "| 90.00 |" in (tmp_path / "rep" / "report.md").read_text()
     # the paper figure describes the run; correcting it changes nothing trained: the runs are read back
-    compare_mod.compare([str(config)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2", "paper.top1=91.0"], out)
+    compare_mod.compare([str(config_file)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2", "paper.top1=91.0"], out)

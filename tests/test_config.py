@@ -2,14 +2,14 @@ from pathlib import Path
 
 import pytest
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.methods import get_method
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_dotted_overrides_are_parsed_as_yaml_values():
-    cfg = C.resolve(None, ["optim.lr=0.05", "data.imbalance_factor=50", "train.epochs=3",
+    cfg = resolution.resolve(None, ["optim.lr=0.05", "data.imbalance_factor=50", "train.epochs=3",
                            "optim.milestones=[10, 20]", "train.channels_last=true", "seed=7"])
     assert cfg["optim"]["lr"] == 0.05 and cfg["data"]["imbalance_factor"] == 50
     assert cfg["optim"]["milestones"] == [10, 20] and cfg["train"]["channels_last"] is True
@@ -17,7 +17,7 @@ def test_dotted_overrides_are_parsed_as_yaml_values():
 
 
 def test_required_keys_exist_for_every_config():
-    flat = C.flatten(C.DEFAULTS)
+    flat = config.flatten(config.DEFAULTS)
     for key in ("data.root", "data.imbalance_factor", "train.epochs", "seed", "run_dir"):
         assert key in flat
 
@@ -25,40 +25,40 @@ def test_required_keys_exist_for_every_config():
 @pytest.mark.parametrize("bad,closest", [("optim.lrr=0.1", "optim.lr"), ("data.imbalance=50", "data.imbalance_factor"),
                                          ("trian.epochs=2", "train.epochs"), ("lr=0.1", "optim.lr")])
 def test_unknown_key_names_the_key_and_the_closest_valid_one(bad, closest):
-    with pytest.raises(C.ConfigError, match=rf"unknown config key '{bad.split('=')[0]}' \(did you mean '{closest}'\?\)"):
-        C.resolve(None, [bad])
+    with pytest.raises(config.ConfigError, match=rf"unknown config key '{bad.split('=')[0]}' \(did you mean '{closest}'\?\)"):
+        resolution.resolve(None, [bad])
 
 
 def test_unknown_key_in_a_config_file_is_an_error(tmp_path):
     f = tmp_path / "x.yaml"
     f.write_text("optim:\n  lr: 0.1\n  wd: 0.1\n")
-    with pytest.raises(C.ConfigError, match="unknown config key 'optim.wd'"):
-        C.resolve(f)
+    with pytest.raises(config.ConfigError, match="unknown config key 'optim.wd'"):
+        resolution.resolve(f)
 
 
 def test_string_for_a_bool_is_rejected_not_read_as_true():
-    with pytest.raises(C.ConfigError, match="train.progress.*bool.*'False'"):
-        C.resolve(None, ["train.progress='False'"])
+    with pytest.raises(config.ConfigError, match="train.progress.*bool.*'False'"):
+        resolution.resolve(None, ["train.progress='False'"])
 
 
 def test_unknown_method_and_method_key():
-    with pytest.raises(C.ConfigError, match="unknown method.name 'logit_adjustd'.*did you mean 'logit_adjusted'"):
+    with pytest.raises(config.ConfigError, match="unknown method.name 'logit_adjustd'.*did you mean 'logit_adjusted'"):
         get_method("logit_adjustd")
-    with pytest.raises(C.ConfigError, match="unknown config key 'method.taus' for method 'logit_adjusted'.*method.tau"):
+    with pytest.raises(config.ConfigError, match="unknown config key 'method.taus' for method 'logit_adjusted'.*method.tau"):
         get_method("logit_adjusted").validate_config({"name": "logit_adjusted", "taus": 1})
 
 
 def test_base_inheritance_and_config_name(tmp_path):
     (tmp_path / "base.yaml").write_text("optim:\n  lr: 0.2\ntrain:\n  epochs: 9\n")
     (tmp_path / "child.yaml").write_text("_base_: base.yaml\ntrain:\n  epochs: 3\n")
-    cfg = C.resolve(tmp_path / "child.yaml", ["seed=1"])
+    cfg = resolution.resolve(tmp_path / "child.yaml", ["seed=1"])
     assert cfg["optim"]["lr"] == 0.2 and cfg["train"]["epochs"] == 3 and cfg["optim"]["momentum"] == 0.9
     assert cfg["name"].endswith("child")
 
 
 def test_override_without_equals_is_an_error():
-    with pytest.raises(C.ConfigError, match="key=value"):
-        C.parse_overrides(["optim.lr"])
+    with pytest.raises(config.ConfigError, match="key=value"):
+        config.parse_overrides(["optim.lr"])
 
 
 def shipped_configs():
@@ -67,7 +67,7 @@ def shipped_configs():
 
 @pytest.mark.parametrize("path", shipped_configs(), ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_every_shipped_config_loads_and_validates(path):
-    cfg = C.resolve(path)
+    cfg = resolution.resolve(path)
     hparams = get_method(cfg["method"]["name"]).validate_config(cfg["method"])
     from tailcon.data.transforms import RECIPES
     for key, value in {**hparams, "train_augment": cfg["data"]["train_augment"]}.items():

@@ -5,7 +5,7 @@ config."""
 import importlib.util
 from pathlib import Path
 
-from tailcon.config_sources import hyperparameter_sources, shipped_configs
+from tailcon.tools.sources import hyperparameter_sources, shipped_configs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -62,7 +62,7 @@ def test_docs_reproduction_md_is_current_and_lists_every_paper_figure():
     page = module.render()
     assert (REPO / "docs" / "reproduction.md").read_text() == page, \
         "docs/reproduction.md is stale: run python docs/reproduction.py"
-    from tailcon import config as C
+    from tailcon import config, resolution
 
-    with_figures = [n for n in C.shipped_config_names() if "/" in n and C.resolve(n)["paper"]["top1"] is not None]
+    with_figures = [n for n in config.shipped_config_names() if "/" in n and resolution.resolve(n)["paper"]["top1"] is not None]
     assert len(with_figures) > 20 and all(f"| `{n}` |" in page for n in with_figures)

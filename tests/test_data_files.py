@@ -5,7 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.data import DataError, build_data, parse_list_file
 
 
@@ -47,7 +47,7 @@ def _imagenet_lt_tree(tmp_path, train_counts=(5, 3, 1)):
 
 def test_list_dataset_counts_classes_from_the_training_list(tmp_path):
     root = _imagenet_lt_tree(tmp_path)
-    cfg = C.resolve(None, ["data.name=list", f"data.root={root}", "data.train_list=list_train.txt",
+    cfg = resolution.resolve(None, ["data.name=list", f"data.root={root}", "data.train_list=list_train.txt",
                            "data.val_list=list_val.txt", "data.test_list=list_test.txt", "data.image_size=16"])
     data = build_data(cfg)
     assert data.num_classes == 3 and data.cls_num_list == [5, 3, 1]
@@ -61,7 +61,7 @@ def test_list_dataset_counts_classes_from_the_training_list(tmp_path):
 def test_imagenet_lt_preset_reads_the_official_list_names(tmp_path):
     for split, n in (("train", 3), ("val", 1), ("test", 1)):
         (tmp_path / f"ImageNet_LT_{split}.txt").write_text("".join(f"x/{split}{i}.jpg {i * 400}\n" for i in range(n)))
-    cfg = C.resolve(None, ["data.name=imagenet_lt", f"data.root={tmp_path}", "data.allow_empty_classes=true"])
+    cfg = resolution.resolve(None, ["data.name=imagenet_lt", f"data.root={tmp_path}", "data.allow_empty_classes=true"])
     data = build_data(cfg)
     assert data.num_classes == 1000 and data.cls_num_list[400] == 1 and sum(data.cls_num_list) == 3
 
@@ -71,13 +71,13 @@ def test_label_out_of_range_names_the_list(tmp_path):
     (tmp_path / "ImageNet_LT_val.txt").write_text("a.jpg 0\n")
     (tmp_path / "ImageNet_LT_test.txt").write_text("a.jpg 0\n")
     with pytest.raises(DataError, match=r"ImageNet_LT_train.txt:2: label 1000 .* out of range \[0, 999\]"):
-        build_data(C.resolve(None, ["data.name=imagenet_lt", f"data.root={tmp_path}"]))
+        build_data(resolution.resolve(None, ["data.name=imagenet_lt", f"data.root={tmp_path}"]))
 
 
 def test_corrupt_image_error_names_the_file(tmp_path):
     root = _imagenet_lt_tree(tmp_path)
     (root / "val/c0/0.jpg").write_bytes(b"not a jpeg")
-    cfg = C.resolve(None, ["data.name=list", f"data.root={root}", "data.train_list=list_train.txt",
+    cfg = resolution.resolve(None, ["data.name=list", f"data.root={root}", "data.train_list=list_train.txt",
                            "data.test_list=list_test.txt"])
     data = build_data(cfg)
     with pytest.raises(DataError, match=r"corrupt or unreadable image: .*val/c0/0.jpg"):
@@ -86,13 +86,13 @@ def test_corrupt_image_error_names_the_file(tmp_path):
 
 def test_missing_root_is_a_clear_error(tmp_path):
     with pytest.raises(DataError, match="data.root"):
-        build_data(C.resolve(None, ["data.name=list", f"data.root={tmp_path / 'nope'}"]))
+        build_data(resolution.resolve(None, ["data.name=list", f"data.root={tmp_path / 'nope'}"]))
 
 
 def test_image_folder_dataset(tmp_path):
     _write_images(tmp_path, [f"train/cat/{i}.png" for i in range(4)] + ["train/dog/0.png", "test/cat/0.png",
                                                                           "test/dog/0.png"])
-    data = build_data(C.resolve(None, ["data.name=folder", f"data.root={tmp_path}"]))
+    data = build_data(resolution.resolve(None, ["data.name=folder", f"data.root={tmp_path}"]))
     assert data.classes == ["cat", "dog"] and data.cls_num_list == [4, 1]
     assert data.test.targets.tolist() == [0, 1] and not data.has_val
 
@@ -113,7 +113,7 @@ def test_jpeg_folder_trains_through_the_device_decode_pipeline(tmp_path):
                 p = tmp_path / split / cls / f"{i}.jpg"
                 p.parent.mkdir(parents=True, exist_ok=True)
                 Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8)).save(p, quality=90)
-    cfg = C.resolve(None, ["data.name=folder", f"data.root={tmp_path}", "data.pipeline=device", "data.image_size=24",
+    cfg = resolution.resolve(None, ["data.name=folder", f"data.root={tmp_path}", "data.pipeline=device", "data.image_size=24",
                            "data.batch_size=8", "data.num_workers=0", "model.backbone=resnet8", "train.epochs=1",
                            "train.progress=false", f"run_dir={tmp_path / 'run'}"])
     trainer = Trainer(cfg)

@@ -8,7 +8,7 @@ import os
 import pytest
 import torch
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.engine import Trainer, load_checkpoint, train
 
 from conftest import tiny_cfg
@@ -262,7 +262,7 @@ def test_a_restart_under_torchrun_needs_a_fixed_run_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_MAX_RESTARTS", "1")
     cfg = tiny_cfg(tmp_path)
     cfg["run_dir"] = None
-    with pytest.raises(C.ConfigError, match="give run_dir=DIR"):
+    with pytest.raises(config.ConfigError, match="give run_dir=DIR"):
         train(cfg)
 
 

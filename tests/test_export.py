@@ -10,7 +10,7 @@ from PIL import Image
 import tailcon
 from tailcon.cli import main
 from tailcon.engine import train
-from tailcon.engine.rundir import load_checkpoint
+from tailcon.rundir import load_checkpoint
 
 from conftest import tiny_cfg
 
@@ -34,7 +34,7 @@ def test_each_format_loads_back_with_the_runs_logits(run, tmp_path, fmt):
     if fmt == "onnx":
         pytest.importorskip("onnx")
         pytest.importorskip("onnxruntime")
-    from tailcon.export import load_exported
+    from tailcon.inference import load_exported
 
     out = tmp_path / f"model.{fmt}"
     out = out.with_name({"safetensors": "m.safetensors", "torchscript": "m.torchscript.pt", "onnx": "m.onnx",
@@ -83,7 +83,7 @@ def test_loading_for_inference_maps_the_file_and_skips_the_optimizer(run, monkey
 def test_tailcon_load_reads_every_export_and_runs_code_only_when_trusted(run, tmp_path, capsys, fmt, needs_trust):
     if fmt in ("safetensors", "onnx"):
         pytest.importorskip("safetensors" if fmt == "safetensors" else "onnxruntime")
-    from tailcon.export import SUFFIX, ExportError
+    from tailcon.inference import SUFFIX, ExportError
 
     out = tmp_path / f"m{SUFFIX[fmt]}"
     assert main(["export", str(run), "--format", fmt, "--out", str(out)]) == 0
@@ -111,6 +111,7 @@ def test_a_torchscript_file_named_like_a_checkpoint_is_refused_naming_what_to_do
 
 
 def test_the_command_line_offers_every_export_format():
-    from tailcon import cli, export
+    from tailcon import cli
+    from tailcon.inference import artifacts as export
 
     assert cli.FORMATS == export.FORMATS

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon import plugins
 from tailcon.cli import main
 
@@ -44,17 +44,17 @@ def example(tmp_path):
 def test_the_documented_example_trains_from_outside_the_package(example, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # neither the package nor the example's folder is the working directory
     run = tmp_path / "run"
-    config = str(example / "balanced_supcon.yaml")
-    assert main(["train", config, f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2",
+    config_file = str(example / "balanced_supcon.yaml")
+    assert main(["train", config_file, f"run_dir={run}", "train.epochs=1", "train.max_steps_per_epoch=2",
                  "--no-progress"]) == 0
-    assert C.load_yaml(run / "config.yaml")["custom_imports"] == ["balanced_supcon"]
-    assert main(["config", config]) == 0
+    assert config.load_yaml(run / "config.yaml")["custom_imports"] == ["balanced_supcon"]
+    assert main(["config", config_file]) == 0
     assert "ce_weight: 1.0" in capsys.readouterr().out, "tailcon config shows the method's keys"
-    with pytest.raises(C.ConfigError, match=r"method.temperatur.*did you mean 'method.temperature'"):
-        C.resolve(config, ["method.temperatur=0.2"])
-    with pytest.raises(C.ConfigError, match=r"'method.ce_weight' must be a number >= 0"):
-        C.resolve(config, ["method.ce_weight=-1"])
-    assert main(["train", config, f"resume={run}", "method.ce_weight=2.0", "--no-progress"]) == 2
+    with pytest.raises(config.ConfigError, match=r"method.temperatur.*did you mean 'method.temperature'"):
+        resolution.resolve(config_file, ["method.temperatur=0.2"])
+    with pytest.raises(config.ConfigError, match=r"'method.ce_weight' must be a number >= 0"):
+        resolution.resolve(config_file, ["method.ce_weight=-1"])
+    assert main(["train", config_file, f"resume={run}", "method.ce_weight=2.0", "--no-progress"]) == 2
     assert "method.ce_weight: 1.0 -> 2.0" in capsys.readouterr().err, "resume checks its keys"
 
 

@@ -14,14 +14,14 @@ import pytest
 import torch
 from PIL import Image
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import embedded_config_path, main
 from tailcon.data import DataError, build_data
 from tailcon.engine import RunDirError, load_checkpoint, train
-from tailcon.engine import compare as compare_mod
-from tailcon.engine import rundir as rundir_mod
+from tailcon.tools import compare as compare_mod
+from tailcon import rundir as rundir_mod
 from tailcon.engine.logging import read_metrics
-from tailcon.engine.rundir import RunDir, save_checkpoint
+from tailcon.rundir import RunDir, save_checkpoint
 
 from conftest import tiny_cfg, write_image_folder
 
@@ -86,30 +86,30 @@ def test_eval_on_a_class_the_model_does_not_know_names_it(abc_run, tmp_path, cap
 
 def test_compare_refuses_to_read_back_runs_of_another_budget(tmp_path, capsys):
     out = tmp_path / "cmp"
-    config = tmp_path / "la.yaml"
-    config.write_text(f"_base_: {embedded_config_path()}\n")
+    config_file = tmp_path / "la.yaml"
+    config_file.write_text(f"_base_: {embedded_config_path()}\n")
     budget = ["train.eval_every=1", "optim.warmup_epochs=0", "train.progress=false", "train.max_steps_per_epoch=2"]
-    compare_mod.compare([str(config)], [0], budget + ["train.epochs=1"], out)
+    compare_mod.compare([str(config_file)], [0], budget + ["train.epochs=1"], out)
     for other in ("optim.lr=0.01", "model.backbone=resnet20"):
-        with pytest.raises(C.ConfigError, match=rf"{other.split('=')[0]}: .* -> .*Give another --out"):
-            compare_mod.compare([str(config)], [0], budget + ["train.epochs=1", other], out)
-    with pytest.raises(C.ConfigError, match="train.epochs: 1 -> 0|must be an integer >= 1"):
-        compare_mod.compare([str(config)], [0], budget + ["train.epochs=0"], out)
+        with pytest.raises(config.ConfigError, match=rf"{other.split('=')[0]}: .* -> .*Give another --out"):
+            compare_mod.compare([str(config_file)], [0], budget + ["train.epochs=1", other], out)
+    with pytest.raises(config.ConfigError, match="train.epochs: 1 -> 0|must be an integer >= 1"):
+        compare_mod.compare([str(config_file)], [0], budget + ["train.epochs=0"], out)
     capsys.readouterr()
-    rows = compare_mod.compare([str(config)], [0], budget + ["train.epochs=2"], out)  # more epochs: continued
+    rows = compare_mod.compare([str(config_file)], [0], budget + ["train.epochs=2"], out)  # more epochs: continued
     assert "training" in capsys.readouterr().out
     assert rows[0]["epochs"] == 2
-    assert load_checkpoint(out / C.config_name(config) / "seed0" / "last.pt")["epoch"] == 2
+    assert load_checkpoint(out / config.config_name(config_file) / "seed0" / "last.pt")["epoch"] == 2
 
 
 def test_compare_refuses_fewer_epochs_than_a_run_has(tmp_path):
     out = tmp_path / "cmp"
-    config = tmp_path / "la.yaml"
-    config.write_text(f"_base_: {embedded_config_path()}\n")
+    config_file = tmp_path / "la.yaml"
+    config_file.write_text(f"_base_: {embedded_config_path()}\n")
     budget = ["train.progress=false", "train.max_steps_per_epoch=2", "optim.warmup_epochs=0"]
-    compare_mod.compare([str(config)], [0], budget + ["train.epochs=2"], out)
-    with pytest.raises(C.ConfigError, match="train.epochs: 2 -> 1"):
-        compare_mod.compare([str(config)], [0], budget + ["train.epochs=1"], out, train_runs=False)
+    compare_mod.compare([str(config_file)], [0], budget + ["train.epochs=2"], out)
+    with pytest.raises(config.ConfigError, match="train.epochs: 2 -> 1"):
+        compare_mod.compare([str(config_file)], [0], budget + ["train.epochs=1"], out, train_runs=False)
 
 
 @pytest.mark.parametrize("tau", ["nan", "inf", "-1", "-0.5", "1e9", "x"])
@@ -274,7 +274,7 @@ def test_a_pt_file_that_is_not_a_tailcon_checkpoint_is_one_line(tmp_path, capsys
 
 
 def test_keys_that_allow_null_still_take_an_empty_value():
-    cfg = C.resolve(embedded_config_path(), ["data.max_image_pixels=", "model.pretrained=", "method.name=supcon",
+    cfg = resolution.resolve(embedded_config_path(), ["data.max_image_pixels=", "model.pretrained=", "method.name=supcon",
                                              "method.proj_hidden="])
     assert cfg["data"]["max_image_pixels"] is None and cfg["method"]["proj_hidden"] is None
 
@@ -282,8 +282,8 @@ def test_keys_that_allow_null_still_take_an_empty_value():
 def test_an_empty_section_in_a_config_file_keeps_its_defaults(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("optim:\ntrain:\n  epochs: 3\n")
-    cfg = C.resolve(p)
-    assert cfg["optim"]["lr"] == C.DEFAULTS["optim"]["lr"] and cfg["train"]["epochs"] == 3
+    cfg = resolution.resolve(p)
+    assert cfg["optim"]["lr"] == config.DEFAULTS["optim"]["lr"] and cfg["train"]["epochs"] == 3
 
 
 @pytest.mark.parametrize("args, message", [
@@ -324,7 +324,7 @@ def test_a_yaml_alias_bomb_is_refused_before_it_grows(tmp_path, capsys):
 def test_aliases_of_a_sensible_size_still_work(tmp_path):
     p = tmp_path / "c.yaml"
     p.write_text("optim:\n  milestones: &m [10, 20]\nmethod:\n  name: supcon\n  linear_milestones: *m\n")
-    assert C.resolve(p)["method"]["linear_milestones"] == [10, 20]
+    assert resolution.resolve(p)["method"]["linear_milestones"] == [10, 20]
 
 
 def _list_tree(tmp_path, train_lines, test_lines="a.png 0\n", encoding="utf-8"):
@@ -338,14 +338,14 @@ def test_a_typo_label_does_not_build_a_billion_classes(tmp_path):
     args = _list_tree(tmp_path, "a.png 0\na.png 1000000000\n")
     with pytest.raises(DataError, match=r"train.txt:2: label 1000000000 would mean 1000000001 classes; .*"
                                         r"data.num_classes"):
-        build_data(C.resolve(None, args))
+        build_data(resolution.resolve(None, args))
     with pytest.raises(DataError, match=r"train.txt:2: label 1000000000 is out of range \[0, 9\]"):
-        build_data(C.resolve(None, args + ["data.num_classes=10"]))
+        build_data(resolution.resolve(None, args + ["data.num_classes=10"]))
 
 
 def test_a_list_file_with_a_byte_order_mark_comments_and_blank_lines(tmp_path):
     args = _list_tree(tmp_path, "\ufeffa.png 0\n# a comment\n\n   \na.png 1\n")
-    data = build_data(C.resolve(None, args))
+    data = build_data(resolution.resolve(None, args))
     assert [os.path.basename(p) for p in data.train.paths] == ["a.png", "a.png"]
     assert data.train.targets.tolist() == [0, 1]
 
@@ -354,7 +354,7 @@ def test_a_latin1_list_file_reads_the_file_names_it_spells(tmp_path):
     name = "caf\xe9.png".encode("latin-1")  # not UTF-8: the bytes of a Latin-1 file name
     Image.new("RGB", (8, 8), (9, 9, 9)).save(os.path.join(os.fsencode(tmp_path), name))
     args = _list_tree(tmp_path, b"a.png 0\n" + name + b" 1\n")
-    data = build_data(C.resolve(None, args))
+    data = build_data(resolution.resolve(None, args))
     image, label = data.train[1]
     assert label == 1 and image.getpixel((0, 0)) == (9, 9, 9)
 
@@ -418,9 +418,9 @@ def test_memory_and_open_files_stay_flat_over_30_epochs(tmp_path):
     script = (
         "import os, resource, sys\n"
         "from tailcon.cli import main\n"
-        "from tailcon import config as C\n"
+        "from tailcon import config, resolution\n"
         "from tailcon.engine import train\n"
-        f"cfg = C.resolve(C.locate({str(embedded_config_path())!r}), ['run_dir={tmp_path / 'run'}', "
+        f"cfg = resolution.resolve(config.locate({str(embedded_config_path())!r}), ['run_dir={tmp_path / 'run'}', "
         "'train.progress=false', 'train.max_steps_per_epoch=2', 'train.epochs=5'])\n"
         "train(cfg)\n"
         "fds, rss = len(os.listdir('/proc/self/fd')), resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
@@ -457,7 +457,7 @@ def test_images_of_every_mode_and_size_are_read_as_rgb(digits_run, tmp_path, cap
 def test_symlink_loops_inside_class_folders_are_not_followed(tmp_path):
     root = write_image_folder(tmp_path / "data")
     (root / "train" / "a" / "loop").symlink_to(root / "train")
-    data = build_data(C.resolve(None, ["data.name=folder", f"data.root={root}"]))
+    data = build_data(resolution.resolve(None, ["data.name=folder", f"data.root={root}"]))
     assert len(data.train) == 5
 
 

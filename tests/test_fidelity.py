@@ -134,11 +134,11 @@ def test_bn_batch_leaves_evaluation_and_other_row_counts_alone():
 
 
 def test_bn_batch_in_training_and_its_config_checks(tmp_path):
-    from tailcon import config as C
+    from tailcon import config, resolution
 
-    with pytest.raises(C.ConfigError, match="must divide each process's batch"):
+    with pytest.raises(config.ConfigError, match="must divide each process's batch"):
         tiny_cfg(tmp_path, "model.bn_batch=12", "data.batch_size=32")
-    with pytest.raises(C.ConfigError, match="exclude each other"):
+    with pytest.raises(config.ConfigError, match="exclude each other"):
         tiny_cfg(tmp_path, "model.bn_batch=16", "model.sync_bn=true")
     cfg = tiny_cfg(tmp_path, "method.name=bcl", "model.bn_batch=8", "data.batch_size=16", "train.channels_last=false",
                    "train.max_steps_per_epoch=1", epochs=1)
@@ -172,10 +172,10 @@ def test_trainable_last_block_trains_only_the_last_block_and_the_heads(tmp_path)
 
 
 def test_dscl_stage_two_scales_the_bn_group_with_its_batch_on_the_same_gpus(tmp_path):
-    from tailcon import config as C
+    from tailcon import config, resolution
     from tailcon.methods import get_method
 
-    cfg = C.resolve("imagenet_lt/dscl", [f"run_dir={tmp_path / 'run'}"])
+    cfg = resolution.resolve("imagenet_lt/dscl", [f"run_dir={tmp_path / 'run'}"])
     assert cfg["model"]["bn_batch"] == 128  # 2 GPUs x 128
     (_, pretrain), (_, linear) = get_method("dscl").stages(cfg)
     assert "model" not in pretrain
@@ -184,9 +184,9 @@ def test_dscl_stage_two_scales_the_bn_group_with_its_batch_on_the_same_gpus(tmp_
 
 
 def _shipped():
-    from tailcon import config as C
+    from tailcon import config, resolution
 
-    return {name: C.resolve(name) for name in C.shipped_config_names() if "/" in name}
+    return {name: resolution.resolve(name) for name in config.shipped_config_names() if "/" in name}
 
 
 def test_reproduction_configs_follow_the_audited_recipes():

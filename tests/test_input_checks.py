@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import main
 from tailcon.data import DataError, FileListDataset, build_data
 from tailcon.engine import NonFiniteLossError, load_checkpoint, train
@@ -70,13 +70,13 @@ def test_a_bad_config_value_is_refused_naming_the_key_before_any_work(tmp_path, 
     ("hybrid_sc", "method.ce_sampler=balanced", "'method.ce_sampler' must be one of instance"),
 ])
 def test_method_values_are_checked_when_the_config_is_resolved(tmp_path, method, override, message):
-    with pytest.raises(C.ConfigError, match=re.escape(message)):
+    with pytest.raises(config.ConfigError, match=re.escape(message)):
         tiny_cfg(tmp_path, f"method.name={method}", override)
 
 
 def test_the_global_batch_must_divide_over_the_processes(tmp_path, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "3")
-    with pytest.raises(C.ConfigError, match=r"data.batch_size=64 is the global batch.*\(3\)"):
+    with pytest.raises(config.ConfigError, match=r"data.batch_size=64 is the global batch.*\(3\)"):
         tiny_cfg(tmp_path)
 
 
@@ -91,7 +91,7 @@ def test_no_use_site_restates_a_config_default():
 
 
 def _folder_cfg(root, *extra):
-    return C.resolve(None, ["data.name=folder", f"data.root={root}", "data.image_size=8", "data.num_workers=0",
+    return resolution.resolve(None, ["data.name=folder", f"data.root={root}", "data.image_size=8", "data.num_workers=0",
                             *extra])
 
 
@@ -105,7 +105,7 @@ def _list_tree(tmp_path, train_lines, test_lines):
     root = write_image_folder(tmp_path, {"img": {"a": 4}})
     (root / "train.txt").write_text("".join(f"img/a/{i}.png {y}\n" for i, y in enumerate(train_lines)))
     (root / "test.txt").write_text("".join(f"img/a/{i}.png {y}\n" for i, y in enumerate(test_lines)))
-    return C.resolve(None, ["data.name=list", f"data.root={root}", "data.train_list=train.txt",
+    return resolution.resolve(None, ["data.name=list", f"data.root={root}", "data.train_list=train.txt",
                             "data.test_list=test.txt", "data.image_size=8"])
 
 
@@ -123,7 +123,7 @@ def test_a_training_label_above_the_others_is_an_error_naming_the_empty_classes(
 
 def test_empty_classes_are_accepted_when_declared(tmp_path):
     cfg = _list_tree(tmp_path, [0, 1, 1], [0, 1])
-    cfg = C.resolve(None, [f"{k}={v}" for k, v in C.flatten(cfg["data"], "data.").items() if v is not None]
+    cfg = resolution.resolve(None, [f"{k}={v}" for k, v in config.flatten(cfg["data"], "data.").items() if v is not None]
                     + ["data.num_classes=4", "data.allow_empty_classes=true"])
     data = build_data(cfg)
     assert data.num_classes == 4 and data.cls_num_list == [1, 2, 0, 0]
@@ -211,8 +211,8 @@ def test_the_non_finite_loss_message_names_a_checkpoint_only_if_one_exists(tmp_p
 
 def test_the_non_finite_loss_message_points_at_empty_classes(tmp_path):
     cfg = _list_tree(tmp_path, [0, 1, 1], [0, 1])
-    args = [f"{k}={v}" for k, v in C.flatten(cfg["data"], "data.").items() if v is not None]
-    cfg = C.resolve(None, args + ["data.num_classes=3", "data.allow_empty_classes=true", "method.name=logit_adjusted",
+    args = [f"{k}={v}" for k, v in config.flatten(cfg["data"], "data.").items() if v is not None]
+    cfg = resolution.resolve(None, args + ["data.num_classes=3", "data.allow_empty_classes=true", "method.name=logit_adjusted",
                                   "model.backbone=resnet8", "optim.lr=1e6", "optim.weight_decay=1e6",
                                   "train.log_every=1", "train.epochs=1",
                                   "data.batch_size=1", "data.num_workers=0", f"run_dir={tmp_path / 'run'}",

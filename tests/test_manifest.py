@@ -4,7 +4,7 @@ appends a session; tailcon compare warns when a table mixes training sets."""
 import json
 
 from tailcon.engine import train
-from tailcon.engine.compare import compare
+from tailcon.tools.compare import compare
 
 from conftest import tiny_cfg
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from tailcon.engine import train
 from tailcon.engine.optim import LARS, build_optimizer
-from tailcon.engine.rundir import load_checkpoint
+from tailcon.rundir import load_checkpoint
 
 from conftest import tiny_cfg
 

@@ -13,11 +13,11 @@ import tarfile
 import pytest
 import torch
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import main
 from tailcon.data import DataError
 from tailcon.engine import RunDirError, Trainer, load_checkpoint, train
-from tailcon.engine.rundir import RunDir, atomic_write_text, save_checkpoint, unique_run_dir
+from tailcon.rundir import RunDir, atomic_write_text, save_checkpoint, unique_run_dir
 from tailcon.methods import METHODS
 
 from conftest import tiny_cfg, write_image_folder
@@ -52,7 +52,7 @@ def test_a_new_run_into_a_finished_run_directory_is_refused_and_changes_nothing(
 
 def _hold_lock(run):
     """A separate process that holds the run directory's lock, as a training process would."""
-    code = ("import sys, time; from tailcon.engine.rundir import RunDir; RunDir(sys.argv[1]).lock().acquire(); "
+    code = ("import sys, time; from tailcon.rundir import RunDir; RunDir(sys.argv[1]).lock().acquire(); "
             "print('locked', flush=True); time.sleep(60)")
     proc = subprocess.Popen([sys.executable, "-c", code, str(run)], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "locked"
@@ -132,7 +132,7 @@ def test_resume_on_other_training_data_is_refused_naming_the_counts(tmp_path, ca
 
 
 def test_eval_writes_its_own_file_after_printing_and_compare_reads_what_training_wrote(tmp_path, capsys):
-    from tailcon.engine import compare as compare_mod
+    from tailcon.tools import compare as compare_mod
 
     run = tmp_path / "run"
     assert _train_cli(run, "train.epochs=2") == 0
@@ -149,7 +149,7 @@ def test_eval_writes_its_own_file_after_printing_and_compare_reads_what_training
 
 
 def test_an_eval_that_cannot_write_shows_the_figures_then_a_clear_error(finished_run, monkeypatch, capsys):
-    from tailcon.engine import rundir
+    from tailcon import rundir
 
     def read_only(path, text):
         raise PermissionError(13, "Permission denied", str(path))
@@ -278,7 +278,7 @@ def test_a_run_directory_knows_its_stages_relative_to_itself(tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_device_that_is_not_there_is_refused_before_any_directory_is_made(tmp_path):
-    with pytest.raises(C.ConfigError, match="CUDA is not available"):
+    with pytest.raises(config.ConfigError, match="CUDA is not available"):
         train(tiny_cfg(tmp_path, "device=cuda"))
     assert not (tmp_path / "run").exists()
 

@@ -5,10 +5,11 @@ import json
 import pytest
 import torch
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.cli import main
-from tailcon.engine import NonFiniteLossError, Trainer, evaluate_checkpoint, load_checkpoint, train
-from tailcon.engine import rundir as ckpt_mod
+from tailcon.engine import NonFiniteLossError, Trainer, load_checkpoint, train
+from tailcon.tools.evaluate import evaluate_checkpoint
+from tailcon import rundir as ckpt_mod
 
 from conftest import tiny_cfg
 
@@ -24,7 +25,7 @@ def test_four_epochs_on_embedded_data_beat_chance(tmp_path):
     records = [json.loads(l) for l in (run / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
     assert {"loss", "lr", "time_s", "images_per_s", "val"} <= set(records[0])
-    saved = C.load_yaml(run / "config.yaml")
+    saved = config.load_yaml(run / "config.yaml")
     assert saved["train"]["epochs"] == 4 and saved["method"] == {"name": "logit_adjusted", "tau": 1.0}
 
 
@@ -53,7 +54,7 @@ def test_resume_after_a_kill_gives_the_same_weights_as_an_uninterrupted_run(tmp_
     monkeypatch.setattr(Trainer, "train_one_epoch", original)
     run_b = tmp_path / "b" / "run"
     assert load_checkpoint(run_b)["epoch"] == 2
-    cfg = C.resolve(None, [f"resume={run_b}", "train.progress=false"], extra=C.load_yaml(run_b / "config.yaml"))
+    cfg = resolution.resolve(None, [f"resume={run_b}", "train.progress=false"], extra=config.load_yaml(run_b / "config.yaml"))
     train(cfg)
     resumed = load_checkpoint(run_b / "last.pt")
     assert resumed["epoch"] == 4
@@ -140,7 +141,7 @@ def test_bench_prints_ratio_and_a_json_line_with_the_contract_keys(capsys):
 def test_device_pipeline_is_refused_with_a_reason_where_it_cannot_apply(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=dscl", "data.pipeline=device", "method.queue_size=64",
                    "method.patch_size=8", "method.stage=pretrain")
-    with pytest.raises(C.ConfigError, match="dscl.*own per-image views"):
+    with pytest.raises(config.ConfigError, match="dscl.*own per-image views"):
         Trainer(cfg)
 
 
@@ -154,16 +155,16 @@ def test_the_checkpoint_picked_on_val_has_its_test_figures_and_evaluations_are_t
 
 
 def test_in_memory_evaluation_on_the_device_predicts_as_the_per_image_path(tmp_path):
-    from tailcon.engine import classify_dataset
+    from tailcon.engine.evaluation import predict_dataset
 
     cfg = tiny_cfg(tmp_path, "train.max_steps_per_epoch=4", epochs=2)
     train(cfg)
-    trainer = Trainer(C.resolve(None, [f"resume={tmp_path / 'run'}"], extra=C.load_yaml(tmp_path / "run" / "config.yaml")),
+    trainer = Trainer(resolution.resolve(None, [f"resume={tmp_path / 'run'}"], extra=config.load_yaml(tmp_path / "run" / "config.yaml")),
                       resume_from=load_checkpoint(tmp_path / "run"))
-    per_image = classify_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device)
-    on_device = classify_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device, info=trainer.data.info)
-    assert torch.equal(per_image[1], on_device[1])
-    agree = (per_image[0] == on_device[0]).float().mean().item()
+    per_image = predict_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device)
+    on_device = predict_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device, info=trainer.data.info)
+    assert torch.equal(per_image.labels, on_device.labels)
+    agree = (per_image.classes == on_device.classes).float().mean().item()
     assert agree >= 299 / 300, f"only float rounding may flip an argmax; agreement {agree:.4f}"
     images, _ = trainer.data.test.on_device(trainer.device)
     assert images.dtype == torch.uint8 and trainer.data.test.on_device(trainer.device)[0] is images, "uploaded once"

@@ -7,7 +7,7 @@ import types
 
 import pytest
 
-from tailcon import config as C
+from tailcon import config, resolution
 from tailcon.engine import train
 
 from conftest import tiny_cfg
@@ -57,8 +57,8 @@ def test_offline_mode_of_the_real_package_writes_under_the_run(tmp_path, monkeyp
 
 
 def test_wandb_settings_are_checked_and_a_missing_package_is_explained(tmp_path, monkeypatch):
-    with pytest.raises(C.ConfigError, match="train.wandb.mode"):
-        C.resolve(None, ["train.wandb.mode=sometimes"])
+    with pytest.raises(config.ConfigError, match="train.wandb.mode"):
+        resolution.resolve(None, ["train.wandb.mode=sometimes"])
     monkeypatch.setitem(sys.modules, "wandb", None)  # import fails
-    with pytest.raises(C.ConfigError, match='tailcon\\[wandb\\]'):
+    with pytest.raises(config.ConfigError, match='tailcon\\[wandb\\]'):
         train(tiny_cfg(tmp_path, "train.wandb.project=lt", "train.max_steps_per_epoch=1", epochs=1))

@@ -16,9 +16,10 @@ from typing import Callable, Sequence
 import torch
 from torchvision import transforms as T
 
-from . import batched_ops as B
+from . import batched_ops
 from . import cifar10_policy as P
 from .transforms import ImageInfo
+from ..config import ConfigError
 
 Params = dict[str, torch.Tensor]
 
@@ -53,7 +54,7 @@ class PadCrop(Step):
                 "left": torch.randint(0, hi, (n,), generator=g, device=device)}
 
     def apply(self, x, p):
-        return B.pad_crop(x, p["top"], p["left"], self.padding)
+        return batched_ops.pad_crop(x, p["top"], p["left"], self.padding)
 
 
 class HFlip(Step):
@@ -64,7 +65,7 @@ class HFlip(Step):
         return {"flip": _coin(n, self.p, g, device)}
 
     def apply(self, x, p):
-        return B.hflip(x, p["flip"])
+        return batched_ops.hflip(x, p["flip"])
 
 
 def draw_resized_crop(n: int, g: torch.Generator, device, attempts: int = 10) -> Params:
@@ -127,7 +128,7 @@ class ResizedCrop(Step):
             h, w = p["sizes"][:, 0].float(), p["sizes"][:, 1].float()
         else:
             h, w = x.shape[-2:]
-        return B.resized_crop(x, boxes_from_draws(p, h, w, self.scale, self.ratio), self.size)
+        return batched_ops.resized_crop(x, boxes_from_draws(p, h, w, self.scale, self.ratio), self.size)
 
 
 class ColorJitter(Step):
@@ -145,7 +146,7 @@ class ColorJitter(Step):
         return {"factors": torch.stack(factors, 1), "order": order, "apply": _coin(n, self.p, g, device)}
 
     def apply(self, x, p):
-        return B.where_samples(p["apply"], B.color_jitter(x, p["factors"], p["order"]), x)
+        return batched_ops.where_samples(p["apply"], batched_ops.color_jitter(x, p["factors"], p["order"]), x)
 
 
 class Grayscale(Step):
@@ -156,7 +157,7 @@ class Grayscale(Step):
         return {"gray": _coin(n, self.p, g, device)}
 
     def apply(self, x, p):
-        return B.where_samples(p["gray"], B.grayscale(x).expand_as(x), x)
+        return batched_ops.where_samples(p["gray"], batched_ops.grayscale(x).expand_as(x), x)
 
 
 class GaussianBlur(Step):
@@ -175,7 +176,7 @@ class GaussianBlur(Step):
 
     def apply(self, x, p):
         k = self.kernel_size(*x.shape[-2:])
-        return B.where_samples(p["blur"], B.gaussian_blur(x, p["sigma"], k), x)
+        return batched_ops.where_samples(p["blur"], batched_ops.gaussian_blur(x, p["sigma"], k), x)
 
 
 class Cutout(Step):
@@ -187,7 +188,7 @@ class Cutout(Step):
                 "cx": torch.randint(0, w, (n,), generator=g, device=device)}
 
     def apply(self, x, p):
-        return B.cutout(x, p["cy"], p["cx"], self.size)
+        return batched_ops.cutout(x, p["cy"], p["cx"], self.size)
 
 
 # ---- AutoAugment (torchvision's CIFAR-10 policy) and RandAugment (rand-n2-m10-mstd0.5) ---------
@@ -211,8 +212,8 @@ def apply_op_slot(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, fill: Se
     b, _, h, w = x.shape
     is_op = {name: op == OP[name] for name in OP_NAMES}
     zero = torch.zeros_like(mag)
-    shear = torch.stack([torch.where(is_op["ShearX"], B.shear_degrees(mag), zero),
-                         torch.where(is_op["ShearY"], B.shear_degrees(mag), zero)], 1)
+    shear = torch.stack([torch.where(is_op["ShearX"], batched_ops.shear_degrees(mag), zero),
+                         torch.where(is_op["ShearY"], batched_ops.shear_degrees(mag), zero)], 1)
     # torchvision's AutoAugment: int(magnitude) pixels
     shift = torch.trunc(mag) if bicubic is None and not bicubic_shear else mag
     translate = torch.stack([torch.where(is_op["TranslateX"], shift, zero),
@@ -221,26 +222,26 @@ def apply_op_slot(x: torch.Tensor, op: torch.Tensor, mag: torch.Tensor, fill: Se
     sheared = is_op["ShearX"] | is_op["ShearY"]
     center = torch.stack([torch.where(sheared, zero - w * 0.5, zero), torch.where(sheared, zero - h * 0.5, zero)], 1)
     geometric = sheared | is_op["TranslateX"] | is_op["TranslateY"] | is_op["Rotate"]
-    matrix = B.inverse_affine(angle, translate, shear, center)
-    warped = B.warp_affine(x, matrix, fill, mode="nearest")
+    matrix = batched_ops.inverse_affine(angle, translate, shear, center)
+    warped = batched_ops.warp_affine(x, matrix, fill, mode="nearest")
     if bicubic is not None:  # RandAugment: bilinear or bicubic per sample
-        smooth = B.warp_affine(x, matrix, fill, mode="bilinear")
-        cubic = B.warp_affine(x, matrix, fill, mode="bicubic").clamp(0, 1)
-        warped = B.where_samples(bicubic, cubic, smooth)
+        smooth = batched_ops.warp_affine(x, matrix, fill, mode="bilinear")
+        cubic = batched_ops.warp_affine(x, matrix, fill, mode="bicubic").clamp(0, 1)
+        warped = batched_ops.where_samples(bicubic, cubic, smooth)
     elif bicubic_shear:
-        cubic = B.warp_affine(x, matrix, fill, mode="bicubic").clamp(0, 1)
-        warped = B.where_samples(sheared, cubic, warped)
-    x = B.where_samples(geometric, warped, x)
+        cubic = batched_ops.warp_affine(x, matrix, fill, mode="bicubic").clamp(0, 1)
+        warped = batched_ops.where_samples(sheared, cubic, warped)
+    x = batched_ops.where_samples(geometric, warped, x)
     one = torch.ones_like(mag)
-    for name, fn in (("Brightness", B.adjust_brightness), ("Color", B.adjust_saturation),
-                     ("Contrast", B.adjust_contrast), ("Sharpness", B.adjust_sharpness)):
-        x = B.where_samples(is_op[name], fn(x, torch.where(is_op[name], one + mag, one)), x)
-    x = B.where_samples(is_op["Posterize"], B.posterize(x, torch.where(is_op["Posterize"], mag, one * 8)), x)
-    x = B.where_samples(is_op["Solarize"], B.solarize(x, torch.where(is_op["Solarize"], mag, one * 256)), x)
-    x = B.where_samples(is_op["SolarizeAdd"], B.solarize_add(x, torch.where(is_op["SolarizeAdd"], mag, zero)), x)
-    x = B.autocontrast(x, is_op["AutoContrast"])
-    x = B.equalize(x, is_op["Equalize"])
-    return B.invert(x, is_op["Invert"])
+    for name, fn in (("Brightness", batched_ops.adjust_brightness), ("Color", batched_ops.adjust_saturation),
+                     ("Contrast", batched_ops.adjust_contrast), ("Sharpness", batched_ops.adjust_sharpness)):
+        x = batched_ops.where_samples(is_op[name], fn(x, torch.where(is_op[name], one + mag, one)), x)
+    x = batched_ops.where_samples(is_op["Posterize"], batched_ops.posterize(x, torch.where(is_op["Posterize"], mag, one * 8)), x)
+    x = batched_ops.where_samples(is_op["Solarize"], batched_ops.solarize(x, torch.where(is_op["Solarize"], mag, one * 256)), x)
+    x = batched_ops.where_samples(is_op["SolarizeAdd"], batched_ops.solarize_add(x, torch.where(is_op["SolarizeAdd"], mag, zero)), x)
+    x = batched_ops.autocontrast(x, is_op["AutoContrast"])
+    x = batched_ops.equalize(x, is_op["Equalize"])
+    return batched_ops.invert(x, is_op["Invert"])
 
 
 class AutoAugment(Step):
@@ -411,7 +412,7 @@ class BatchedView:
 
     def __init__(self, recipe: str, info: ImageInfo):
         if recipe not in BATCHED_RECIPES:
-            raise ValueError(f"unknown augmentation recipe {recipe!r}; known: {sorted(BATCHED_RECIPES)}")
+            raise ConfigError(f"unknown augmentation recipe {recipe!r}; known: {sorted(BATCHED_RECIPES)}")
         self.recipe = recipe
         self.steps = BATCHED_RECIPES[recipe](info)
         self.mean, self.std = tuple(info.mean), tuple(info.std)
@@ -426,7 +427,7 @@ class BatchedView:
             params = {k: v[offset:offset + n] for k, v in params.items()}
             if sizes is not None and i == 0:
                 if not isinstance(step, ResizedCrop):
-                    raise ValueError(f"recipe {self.recipe!r} does not start with a resized crop: it cannot take "
+                    raise ConfigError(f"recipe {self.recipe!r} does not start with a resized crop: it cannot take "
                                      "images of different sizes")
                 params["sizes"] = sizes
             x = step.apply(x, params)

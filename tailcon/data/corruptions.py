@@ -24,6 +24,8 @@ import numpy as np
 from PIL import Image
 from scipy import ndimage
 
+from ..config import ConfigError
+
 FAMILIES: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
     "blur": ("defocus_blur", "glass_blur", "motion_blur", "zoom_blur"),
@@ -280,9 +282,9 @@ FAMILY_OF = {name: family for family, names in FAMILIES.items() for name in name
 def corrupt_array(images: np.ndarray, name: str, severity: int, seed: int = 0) -> np.ndarray:
     """Corrupt every image of a uint8 [N, H, W, 3] array (seeded: the same set every time)."""
     if name not in CORRUPTIONS:
-        raise ValueError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
+        raise ConfigError(f"unknown corruption {name!r}; known: {', '.join(CORRUPTIONS)}")
     if severity not in SEVERITIES:
-        raise ValueError(f"severity {severity}: expected 1..5")
+        raise ConfigError(f"severity {severity}: expected 1..5")
     rng = np.random.default_rng([seed, severity, list(CORRUPTIONS).index(name)])
     return np.stack([CORRUPTIONS[name](img, severity, rng) for img in images])
 
@@ -299,7 +301,7 @@ def cifar_c_arrays(root: str | Path, name: str, num_test: int) -> tuple[np.ndarr
     images, labels = np.load(images_file, mmap_mode="r"), np.load(labels_file, mmap_mode="r")
     expected = (len(SEVERITIES) * num_test, 32, 32, 3)
     if images.shape != expected or images.dtype != np.uint8 or labels.shape != (expected[0],):
-        raise ValueError(f"{images_file}: shape {images.shape} {images.dtype} (labels {labels.shape}); expected "
+        raise ConfigError(f"{images_file}: shape {images.shape} {images.dtype} (labels {labels.shape}); expected "
                          f"uint8 {expected}: 5 severities of the {num_test} test images of this dataset")
     return images, labels
 

@@ -16,10 +16,12 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 
+from ..errors import TailconError
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class DataError(ValueError):
+class DataError(TailconError, ValueError):
     """Bad input data: the message names the file, line or value.
 
     Raised in a DataLoader worker, torch re-raises it in the main process with the worker's whole

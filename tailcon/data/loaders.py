@@ -22,7 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler, get_worker_info
 
+from ..config import ConfigError
 from .batched_augment import BatchedView
+from .datasets import DataError
 from .samplers import EpochSampler
 
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant: decorrelates (seed, epoch, position)
@@ -43,7 +45,7 @@ class GlobalBatches:
 
     def __init__(self, sampler: EpochSampler, batch_size: int, drop_last: bool, world_size: int = 1, rank: int = 0):
         if batch_size % world_size:
-            raise ValueError(f"data.batch_size={batch_size} is the global batch; it must be divisible by the "
+            raise ConfigError(f"data.batch_size={batch_size} is the global batch; it must be divisible by the "
                              f"number of processes ({world_size})")
         self.sampler, self.batch_size, self.drop_last = sampler, batch_size, drop_last
         self.world_size, self.rank = world_size, rank
@@ -275,7 +277,7 @@ class DecodedDeviceBatches:
                 warnings.simplefilter("ignore", DeprecationWarning)
                 images = decode_jpeg(data, mode=ImageReadMode.RGB, device=self.device)  # one batched call
         except RuntimeError as e:
-            raise ValueError(f"decoding a batch on {self.device} failed ({e}); the device pipeline reads JPEG "
+            raise DataError(f"decoding a batch on {self.device} failed ({e}); the device pipeline reads JPEG "
                              "files only: use data.pipeline=reference for other formats") from None
         sizes = torch.tensor([im.shape[-2:] for im in images], device=self.device)  # shapes only
         with warnings.catch_warnings():  # the strided nested layout is all to_padded_tensor needs

@@ -6,6 +6,8 @@ from typing import Sequence
 
 import numpy as np
 
+from .datasets import DataError
+
 
 def long_tail_counts(num_classes: int, max_per_class: int, imbalance_factor: float,
                      profile: str = "exp") -> list[int]:
@@ -49,7 +51,7 @@ def select_long_tail_indices(targets: Sequence[int], counts: Sequence[int], seed
     for c, n in enumerate(counts):  # runs once per dataset build, not in a training step
         idx = np.flatnonzero(targets == c)
         if n > len(idx):
-            raise ValueError(f"class {c} has {len(idx)} images, cannot keep {n}")
+            raise DataError(f"class {c} has {len(idx)} images, cannot keep {n}")
         rng.shuffle(idx)
         kept.append(idx[:n])
     return np.concatenate(kept) if kept else np.zeros(0, dtype=np.int64)

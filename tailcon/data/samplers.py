@@ -17,6 +17,8 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
+from ..config import ConfigError
+
 
 SAMPLERS = ("instance", "class_balanced", "sqrt")
 
@@ -25,7 +27,7 @@ class EpochSampler(Sampler[int]):
     def __init__(self, targets: Sequence[int], mode: str = "instance", seed: int = 0,
                  num_samples: int | None = None):
         if mode not in SAMPLERS:
-            raise ValueError(f"unknown sampler {mode!r}; expected one of {', '.join(SAMPLERS)}")
+            raise ConfigError(f"unknown sampler {mode!r}; expected one of {', '.join(SAMPLERS)}")
         self.targets = torch.as_tensor(np.asarray(targets), dtype=torch.long)
         self.mode, self.seed, self.epoch = mode, seed, 0
         self.total = int(num_samples or len(self.targets))

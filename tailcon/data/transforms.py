@@ -16,6 +16,7 @@ from torchvision import transforms as T
 
 from .cifar10_policy import CIFAR10Policy
 from .randaugment import RandAugment
+from ..config import ConfigError
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 constants, used for CIFAR-100 too (spec 1.7)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
@@ -138,7 +139,7 @@ RECIPES: dict[str, Callable[[ImageInfo], list]] = {
 
 def build_view(recipe: str, info: ImageInfo) -> T.Compose:
     if recipe not in RECIPES:
-        raise ValueError(f"unknown augmentation recipe {recipe!r}; known: {sorted(RECIPES)}")
+        raise ConfigError(f"unknown augmentation recipe {recipe!r}; known: {sorted(RECIPES)}")
     return T.Compose(RECIPES[recipe](info))
 
 

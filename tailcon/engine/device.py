@@ -7,20 +7,20 @@ from typing import Optional
 
 import torch
 
-from .. import config as C
-from .. import distributed as D
+from .. import config
+from .. import distributed
 
 
 def resolve_device(name: Optional[str]) -> torch.device:
     """``auto``: CUDA when available, else the CPU; under torchrun, this process's GPU."""
-    local = D.local_device(name)
+    local = distributed.local_device(name)
     if local is not None:
         return local
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise C.ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
+        raise config.ConfigError(f"device={name!r} but CUDA is not available on this machine; use device=cpu or auto")
     return dev
 
 
@@ -41,7 +41,7 @@ def resolve_amp(device: torch.device, amp: str) -> str:
     if amp == "auto":
         return "bf16" if device.type == "cuda" and torch.cuda.is_bf16_supported() else "none"
     if amp == "fp16" and device.type != "cuda":
-        raise C.ConfigError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
+        raise config.ConfigError("train.amp=fp16 needs a CUDA device; use train.amp=bf16 or none")
     return amp
 
 

@@ -14,7 +14,7 @@ import uuid
 import warnings
 from typing import Any, Mapping
 
-from .rundir import RunDir, RunDirError, atomic_write_text
+from ..rundir import RunDir, RunDirError, atomic_write_text
 
 
 class RunLogger:
@@ -121,10 +121,10 @@ def _start_wandb(run: RunDir, wb: Mapping[str, Any], config: Mapping[str, Any]):
     id_file = folder / "run-id"
     run_id = id_file.read_text().strip() if id_file.is_file() else uuid.uuid4().hex[:12]
     atomic_write_text(id_file, run_id + "\n")
-    from .. import config as C
+    from ..config import plain
 
     kwargs = {"project": wb["project"], "dir": str(run.path), "id": run_id, "resume": "allow",
-              "name": config.get("name") or run.path.name, "config": C.plain(config)}
+              "name": config.get("name") or run.path.name, "config": plain(config)}
     if wb.get("mode"):
         kwargs["mode"] = wb["mode"]
     if wb.get("entity"):

@@ -24,7 +24,7 @@ from typing import Any, Optional
 import numpy as np
 import torch
 
-from .rundir import RunDir
+from ..rundir import RunDir
 
 
 def _now() -> str:

@@ -11,7 +11,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import torch
 
-from .. import config as C
+from .. import config
 from ..data import ArrayDataset, EpochSampler, FileListDataset
 from ..data.batched_augment import BatchedView, supports as batched_supports
 from ..data.build import DataBundle
@@ -36,7 +36,7 @@ def choose_pipeline(want: str, method: Method, data: DataBundle, device: torch.d
     if not batched_supports(recipes):
         reasons.append(f"recipes {recipes} have no batched version")
     if want == "device" and reasons:
-        raise C.ConfigError("data.pipeline=device is not possible here: " + "; ".join(reasons)
+        raise config.ConfigError("data.pipeline=device is not possible here: " + "; ".join(reasons)
                             + ". Use data.pipeline=reference (or auto)")
     return "reference" if want == "reference" or reasons else "device"
 

@@ -14,14 +14,14 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from .. import config as C
+from .. import config
 
 
-SCHEDULES = ("cosine", "cosine_end", "step", "constant")
+SCHEDULES = config.choices("optim.schedule")
 
 
 def lr_at_epoch(epoch: int, optim: Mapping[str, Any], num_epochs: int) -> float:
-    optim = {**C.DEFAULTS["optim"], **optim}  # the defaults live in one place
+    optim = {**config.DEFAULTS["optim"], **optim}  # the defaults live in one place
     lr0 = float(optim["lr"])
     warm = int(optim["warmup_epochs"])
     if epoch < warm or (optim["warmup_overshoot"] and epoch == warm and warm > 0):
@@ -45,7 +45,7 @@ def lr_at_position(position: float, optim: Mapping[str, Any], num_epochs: int) -
     (DSCL's code, spec rescom-dscl B.6): warm-up lr0 * e / W, then cosine (``cosine`` and
     ``cosine_end``) eta + (lr0 - eta) * 0.5 * (1 + cos(pi * (e - W) / (E - W))); step and constant
     schedules change at epoch boundaries only."""
-    optim = {**C.DEFAULTS["optim"], **optim}
+    optim = {**config.DEFAULTS["optim"], **optim}
     lr0, warm, kind = float(optim["lr"]), int(optim["warmup_epochs"]), optim["schedule"]
     if position < warm:
         return lr0 * position / warm

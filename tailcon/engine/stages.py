@@ -12,12 +12,12 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .. import config as C
-from .. import distributed as D
+from .. import config, resolution
+from .. import distributed
 from ..methods import get_method
 from .device import resolve_amp, resolve_device
 from .logging import output_copied_to
-from .rundir import (CHECKPOINTS, TENSORBOARD, TRAINING_FILES, RunDir, RunDirError, RunLock, atomic_write_text,
+from ..rundir import (CHECKPOINTS, TENSORBOARD, TRAINING_FILES, RunDir, RunDirError, RunLock, atomic_write_text,
                      load_checkpoint, remove_stale_temporaries, run_dir_of, unique_run_dir)
 
 # Keys a resumed run may change: none of them can change what was computed so far.
@@ -35,7 +35,7 @@ RESUME_MAY_DIFFER = frozenset({
 
 def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
     """``key: saved -> requested`` for every key that differs and may not."""
-    a, b = C.flatten(C.plain(C.complete(saved))), C.flatten(C.plain(C.complete(requested)))
+    a, b = config.flatten(config.plain(config.complete(saved))), config.flatten(config.plain(config.complete(requested)))
     show = lambda flat, k: repr(flat[k]) if k in flat else "(not set)"
     return [f"{k}: {show(a, k)} -> {show(b, k)}" for k in sorted(set(a) | set(b))
             if k not in RESUME_MAY_DIFFER and (k not in a or k not in b or a[k] != b[k])]
@@ -56,12 +56,12 @@ def _saved_state(run: RunDir, resume: Path) -> tuple[Optional[dict], int]:
     """The config a run was started with and its epochs done (a staged run: the whole command's
     config; an ordinary one: its checkpoint's, else its config.yaml)."""
     if run.stage_names():
-        return (C.load_yaml(run.config) if run.config.is_file() else None), 0
+        return (config.load_yaml(run.config) if run.config.is_file() else None), 0
     ckpt_path = resume if resume.is_file() else run.checkpoint("last")
     if ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
         return ckpt["config"], int(ckpt["epoch"])
-    return (C.load_yaml(run.config) if run.config.is_file() else None), 0
+    return (config.load_yaml(run.config) if run.config.is_file() else None), 0
 
 
 def claim_run_dir(cfg: dict[str, Any]) -> Optional[RunLock]:
@@ -69,13 +69,13 @@ def claim_run_dir(cfg: dict[str, Any]) -> Optional[RunLock]:
     holds one, a locked directory, and a resume that would continue something else are refused
     before anything is written."""
     lock, error = None, None
-    if D.is_main_process():
+    if distributed.is_main_process():
         try:
             lock = _claim(cfg)
-        except (RunDirError, C.ConfigError) as e:
+        except (RunDirError, config.ConfigError) as e:
             error = e
     # every rank stops together, and continues (or starts) what rank 0 decided
-    cfg["run_dir"], cfg["resume"], error = D.broadcast_object((cfg["run_dir"], cfg["resume"], error))
+    cfg["run_dir"], cfg["resume"], error = distributed.broadcast_object((cfg["run_dir"], cfg["resume"], error))
     if error is not None:
         raise error
     return lock
@@ -147,18 +147,18 @@ def _occupied(run: RunDir) -> str:
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
     """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint."""
-    D.init_from_env()  # under torchrun: join the process group
-    cfg = C.validate(cfg)
+    distributed.init_from_env()  # under torchrun: join the process group
+    cfg = resolution.validate(cfg)
     elastic_resume(cfg)
     resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # before any directory is touched
     lock = claim_run_dir(cfg)
     try:
-        with output_copied_to(RunDir(cfg["run_dir"]).log, enabled=D.is_main_process()) as log:
+        with output_copied_to(RunDir(cfg["run_dir"]).log, enabled=distributed.is_main_process()) as log:
             try:
                 stages = get_method(cfg["method"]["name"]).stages(cfg)
                 if not stages:
                     result = _train_single(cfg)
-                    D.barrier()
+                    distributed.barrier()
                     return result
                 return _train_stages(cfg, stages)
             except Exception as e:
@@ -166,7 +166,7 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
                     log.write(f"tailcon: error: {type(e).__name__}: {e}\n")
                 raise
     except BaseException:
-        if not cfg["resume"] and D.is_main_process():
+        if not cfg["resume"] and distributed.is_main_process():
             remove_unstarted(RunDir(cfg["run_dir"]))
         raise
     finally:
@@ -182,9 +182,9 @@ def elastic_resume(cfg: dict[str, Any]) -> None:
     import os
 
     if cfg["resume"] == "auto" and not cfg["run_dir"]:
-        raise C.ConfigError("resume=auto continues the run in run_dir=, which is not set: give run_dir=DIR")
+        raise config.ConfigError("resume=auto continues the run in run_dir=, which is not set: give run_dir=DIR")
     if int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", "0") or 0) > 0 and not cfg["run_dir"]:
-        raise C.ConfigError("torchrun --max-restarts: give run_dir=DIR, so that restarted workers continue the run "
+        raise config.ConfigError("torchrun --max-restarts: give run_dir=DIR, so that restarted workers continue the run "
                             "(a default run_dir is new at every start)")
     if int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0) > 0 and not cfg["resume"]:
         cfg["resume"] = "auto"
@@ -192,25 +192,25 @@ def elastic_resume(cfg: dict[str, Any]) -> None:
 
 def _train_stages(cfg: dict[str, Any], stages: list[tuple[str, dict]]) -> dict[str, Any]:
     root = RunDir(cfg["run_dir"])
-    main = D.is_main_process()
+    main = distributed.is_main_process()
     if main:
         root.path.mkdir(parents=True, exist_ok=True)
         root.write_stage_names([name for name, _ in stages])
-        atomic_write_text(root.config, C.dump({**cfg, "resume": None}))
+        atomic_write_text(root.config, config.dump({**cfg, "resume": None}))
     result: dict[str, Any] = {}
     for name, overrides in stages:
         stage = root.stage(name)
-        stage_cfg = C.merge(cfg, overrides)
+        stage_cfg = config.merge(cfg, overrides)
         stage_cfg["run_dir"] = str(stage.path)
         stage_cfg["resume"] = str(stage.path) if stage.checkpoint("last").is_file() else None
         if stage_cfg["resume"]:
             ckpt = load_checkpoint(stage.checkpoint("last"))
-            check_resumable(ckpt["config"], C.validate(stage_cfg), int(ckpt["epoch"]),
+            check_resumable(ckpt["config"], resolution.validate(stage_cfg), int(ckpt["epoch"]),
                             stage.path)
         if main:
             print(f"tailcon: stage {name!r} -> {stage.path}")
         result = _train_single(stage_cfg)
-        D.barrier()  # the stage's checkpoints are written before any rank moves on
+        distributed.barrier()  # the stage's checkpoints are written before any rank moves on
     final = root.stage(stages[-1][0])
     if main and final.results.is_file():
         atomic_write_text(root.results, final.results.read_text())

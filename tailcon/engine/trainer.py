@@ -17,8 +17,9 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from .. import config as C
-from .. import distributed as D
+from .. import config, resolution
+from ..errors import TailconError
+from .. import distributed
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
 from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
@@ -35,11 +36,11 @@ from .metrics import evaluation_metrics, format_report
 from .optim import build_optimizer
 from .pipeline import build_train_loader, choose_pipeline
 from .manifest import finish_manifest, start_manifest
-from .rundir import RunDir, RunDirError, atomic_write_text, save_checkpoint
+from ..rundir import RunDir, RunDirError, atomic_write_text, save_checkpoint
 from .schedule import lr_at_epoch, lr_at_position
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(TailconError, RuntimeError):
     """The loss became NaN or infinite; the message says where and what to try."""
 
 
@@ -60,10 +61,10 @@ class Trainer:
     continue from as ``resume_from``."""
 
     def __init__(self, cfg: dict[str, Any], resume_from: Optional[Mapping[str, Any]] = None):
-        self.cfg = cfg = C.validate(cfg)
+        self.cfg = cfg = resolution.validate(cfg)
         self.device = resolve_device(cfg["device"])
         self.amp = resolve_amp(self.device, cfg["train"]["amp"])  # a wrong value fails here, not at step 1
-        self.rank, self.world_size = D.rank(), D.world_size()
+        self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
         if self.device.type == "cpu":
             tune_host_allocator()
@@ -79,7 +80,7 @@ class Trainer:
             check_same_data(resume_from, self.data)
         m = cfg["model"]
         if resume_from is None and m["require_pretrained"] and not m["pretrained"]:
-            raise C.ConfigError(f"this config trains from pre-trained weights (model.require_pretrained=true): give "
+            raise config.ConfigError(f"this config trains from pre-trained weights (model.require_pretrained=true): give "
                                 f"model.pretrained=PATH, a {m['backbone']} weights file (torchvision/timm .pth or "
                                 ".safetensors) or a tailcon run")
         self.method = build_method(cfg, self.data.num_classes, self.data.cls_num_list,
@@ -156,7 +157,7 @@ class Trainer:
         """Everything a checkpoint holds; only tensors and plain containers (weights-only loadable)."""
         return {"epoch": epoch, "model": self.method.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scaler": self.scaler.state_dict(), "best": self.best, "pending_eval": self.pending,
-                "config": C.plain(self.cfg), "data_name": self.data.name, "num_classes": self.data.num_classes,
+                "config": config.plain(self.cfg), "data_name": self.data.name, "num_classes": self.data.num_classes,
                 "classes": self.data.classes, "cls_num_list": self.data.cls_num_list,
                 "image_info": dataclasses.asdict(self.data.info), "tailcon_format": 2,
                 **({"ema": self.ema.state_dict()} if self.ema is not None else {})}
@@ -208,7 +209,7 @@ class Trainer:
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0) + v.detach().float() * bs
             if (step + 1) % log_every == 0 or step + 1 == total:  # the only host sync of the loop
-                value = float(D.mean_over_ranks(loss.detach()))  # all ranks stop together on a NaN
+                value = float(distributed.mean_over_ranks(loss.detach()))  # all ranks stop together on a NaN
                 if not math.isfinite(value):
                     parts = {k: float(v.detach()) for k, v in losses.items()}
                     raise NonFiniteLossError(
@@ -221,7 +222,7 @@ class Trainer:
         elapsed = time.perf_counter() - start
         if self.world_size > 1:  # epoch means over the global batch
             keys = sorted(sums)
-            packed = D.sum_over_ranks(torch.stack([sums[k] for k in keys] + [seen]))
+            packed = distributed.sum_over_ranks(torch.stack([sums[k] for k in keys] + [seen]))
             sums, seen = dict(zip(keys, packed[:-1])), packed[-1]
             n_images *= self.world_size
         out = {k: float(v / seen) for k, v in sums.items()}
@@ -330,7 +331,7 @@ class Trainer:
         num_epochs = int(t["epochs"])
         if self.is_main:  # one writer: rank 0 owns the run directory
             self.run.path.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(self.run.config, C.dump(cfg))
+            atomic_write_text(self.run.config, config.dump(cfg))
             start_manifest(self.run, device=self.device, world_size=self.world_size, train=self.data.train,
                            cls_num_list=self.data.cls_num_list)
         logger = RunLogger(self.run.path, enabled=self.is_main, config=cfg)

@@ -13,7 +13,7 @@ from typing import Any, Callable, ClassVar, Mapping, Sequence
 import torch
 from torch import nn
 
-from ..config import (VALUE_RULES, ConfigError, Rule, check_keys, check_values, integer, list_of, number, one_of,
+from ..config import (ConfigError, Rule, check_keys, check_values, integer, list_of, number, one_of, rule_of,
                       suggest)
 from ..data.samplers import SAMPLERS
 from ..data.transforms import RECIPES, ImageInfo, build_train_transform
@@ -42,7 +42,7 @@ COMMON_RULES: dict[str, Rule] = {
     "momentum": number(0, 1), "proj_dim": integer(1), "proj_hidden": integer(1),
     "epoch_offset": integer(0), "linear_epochs": integer(1), "linear_lr": number(0),
     "linear_batch_size": integer(1), "linear_weight_decay": number(0), "linear_sampler": one_of(SAMPLERS),
-    "linear_milestones": list_of(integer(0)), "linear_schedule": VALUE_RULES["optim.schedule"],
+    "linear_milestones": list_of(integer(0)), "linear_schedule": rule_of("optim.schedule"),
     "stage": one_of(("both", "pretrain", "linear")),
     "view": one_of(RECIPES), "linear_view": one_of(RECIPES), "feature_view": one_of(RECIPES),
     "ce_view": one_of(RECIPES), "cls_view": one_of(RECIPES), "sim_view": one_of(RECIPES),

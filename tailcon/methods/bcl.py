@@ -19,6 +19,7 @@ from ..config import number, one_of
 from ..losses import bcl_loss, logit_adjusted_cross_entropy, supcon_loss
 from ..models import ProjectionMLP
 from .base import Method, register
+from ..config import ConfigError
 
 # contrastive view pairs by the names of the authors' README; "sim" is the method's sim_view
 CL_VIEWS = {"sim-sim": ("sim", "sim"), "sim-rand": ("rand", "sim"), "rand-rand": ("rand", "rand")}
@@ -50,7 +51,7 @@ class BCL(Method):
         super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
         if h["cl_views"] not in CL_VIEWS:
-            raise ValueError(f"method.cl_views={h['cl_views']!r}; expected one of {', '.join(CL_VIEWS)}")
+            raise ConfigError(f"method.cl_views={h['cl_views']!r}; expected one of {', '.join(CL_VIEWS)}")
         feat = self.backbone.out_dim
         self.head = ProjectionMLP(feat, int(h["proj_hidden"]), int(h["proj_dim"]), batch_norm=True)
         self.center_head = ProjectionMLP(feat, int(h["proj_hidden"]), int(h["proj_dim"]), batch_norm=True)

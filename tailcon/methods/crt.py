@@ -31,7 +31,7 @@ class CRT(Method):
 
     def initialize(self) -> None:
         """Load the trained backbone (fresh runs only: a resumed cRT run has it in its checkpoint)."""
-        from ..engine.rundir import load_checkpoint
+        from ..rundir import load_checkpoint
 
         ckpt = load_checkpoint(self.hparams["init_from"], for_inference=True)
         trained = (ckpt.get("config") or {}).get("model", {}).get("backbone")

@@ -17,6 +17,7 @@ from ..losses import rescom_logits, rescom_loss
 from ..memory import ClassBalancedQueue
 from ..models import ProjectionMLP
 from .base import Method, register
+from ..config import ConfigError
 
 
 @register
@@ -44,9 +45,9 @@ class ResCom(Method):
         feat = self.backbone.out_dim
         q, c = int(h["queue_size_per_class"]), self.num_classes
         if not 1 <= int(h["k_pos"]) <= q:
-            raise ValueError(f"method.k_pos={h['k_pos']} must be between 1 and method.queue_size_per_class={q}")
+            raise ConfigError(f"method.k_pos={h['k_pos']} must be between 1 and method.queue_size_per_class={q}")
         if int(h["k_neg"]) > (c - 1) * q:
-            raise ValueError(f"method.k_neg={h['k_neg']} exceeds the {(c - 1) * q} negatives the queue holds "
+            raise ConfigError(f"method.k_neg={h['k_neg']} exceeds the {(c - 1) * q} negatives the queue holds "
                              f"((C-1)*Q with C={c}, Q={q}); lower it (CIFAR-10-LT with Q=10: at most 90)")
         self.head = ProjectionMLP(feat, feat, int(h["proj_dim"]), batch_norm=True)
         self.queue = ClassBalancedQueue(c, q, int(h["proj_dim"]))

@@ -45,7 +45,7 @@ def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tupl
         group = cfg["model"]["bn_batch"]
         if group:  # the same GPUs: each one's BatchNorm batch grows with the batch
             stages_model["bn_batch"] = group * int(h["linear_batch_size"]) // int(cfg["data"]["batch_size"])
-    from ..engine.rundir import RunDir  # the layout's one owner
+    from ..rundir import RunDir  # the layout's one owner
 
     stage1 = RunDir(cfg["run_dir"]).stage("pretrain").checkpoint("last")
     linear = {"method": {"stage": "linear", "init_from": str(stage1)},
@@ -85,7 +85,7 @@ class TwoStageMixin:
         trained model being loaded, has them in its own checkpoint already)."""
         if self.stage != "linear":
             return
-        from ..engine.rundir import load_checkpoint
+        from ..rundir import load_checkpoint
 
         state = load_checkpoint(self.hparams["init_from"], for_inference=True)["model"]
         missing = self.load_state_dict(state, strict=False).missing_keys

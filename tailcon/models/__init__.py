@@ -12,6 +12,7 @@ from .heads import CosineClassifier, LinearClassifier, ProjectionMLP, build_clas
 from .pretrained import PretrainedError, load_pretrained
 from .timm_backbone import PREFIX as TIMM_PREFIX
 from .timm_backbone import TimmBackbone, check_timm_name
+from ..config import ConfigError
 
 CIFAR_DEPTHS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
 TORCHVISION = ("resnet50", "resnext50_32x4d", "resnet152")
@@ -41,7 +42,7 @@ def build_backbone(name: str, zero_init_residual: bool = False) -> nn.Module:
     if name in BACKBONE_BUILDERS:
         net = BACKBONE_BUILDERS[name](zero_init_residual=zero_init_residual)
         if not isinstance(getattr(net, "out_dim", None), int):
-            raise ValueError(f"backbone {name!r} (registered) has no integer out_dim: the size of its pooled features")
+            raise ConfigError(f"backbone {name!r} (registered) has no integer out_dim: the size of its pooled features")
         return net
     if name in CIFAR_DEPTHS:
         return CifarResNet(CIFAR_DEPTHS[name], zero_init_residual=zero_init_residual)
@@ -52,7 +53,7 @@ def build_backbone(name: str, zero_init_residual: bool = False) -> nn.Module:
         net.out_dim = net.fc.in_features
         net.fc = nn.Identity()
         return net
-    raise ValueError(f"unknown model.backbone {name!r}; known: {', '.join(BACKBONES)}")
+    raise ConfigError(f"unknown model.backbone {name!r}; known: {', '.join(BACKBONES)}")
 
 
 def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -81,7 +82,7 @@ def check_input_size(backbone: nn.Module, size: int, name: str) -> None:
         needs = f"its default input is {wanted[-1]}x{wanted[-2]}: set data.image_size={wanted[-1]}" if wanted else \
             "set a larger data.image_size"
         why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise ValueError(f"model.backbone={name} cannot take the {size}x{size} images of this dataset ({why}); "
+        raise ConfigError(f"model.backbone={name} cannot take the {size}x{size} images of this dataset ({why}); "
                          f"{needs}, or choose a network made for small images (resnet8 ... resnet110)") from None
     finally:
         backbone.train(was_training)

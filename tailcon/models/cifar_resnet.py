@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
+
 
 class _PadShortcut(nn.Module):
     """Option A: take every second pixel and zero-pad the new channels, half on each side."""
@@ -45,7 +47,7 @@ class CifarResNet(nn.Module):
     def __init__(self, depth: int = 32, width: int = 16, in_channels: int = 3, zero_init_residual: bool = False):
         super().__init__()
         if (depth - 2) % 6:
-            raise ValueError(f"CIFAR ResNet depth must be 6n+2 (8, 20, 32, 44, 56, 110), got {depth}")
+            raise ConfigError(f"CIFAR ResNet depth must be 6n+2 (8, 20, 32, 44, 56, 110), got {depth}")
         n = (depth - 2) // 6
         self.conv1 = nn.Conv2d(in_channels, width, 3, 1, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(width)

@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..config import ConfigError
+
 LAYOUTS = ("ddp", "data_parallel")
 _IMAGES: contextvars.ContextVar[Optional[int]] = contextvars.ContextVar("bn_images_per_view", default=None)
 
@@ -86,7 +88,7 @@ def convert_grouped_batchnorm(module: nn.Module, group_size: int, layout: str = 
     """Make every BatchNorm1d/2d of ``module`` (except those under the names in ``skip``)
     normalise groups of ``group_size`` images in training; in place, returns ``module``."""
     if layout not in LAYOUTS:
-        raise ValueError(f"model.bn_layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
+        raise ConfigError(f"model.bn_layout={layout!r}: expected one of {', '.join(LAYOUTS)}")
     for name, m in module.named_modules():
         if any(name == s or name.startswith(s + ".") for s in skip):
             continue

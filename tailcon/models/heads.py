@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..losses.precision import at_least_fp32
+from ..config import ConfigError
 
 
 class CosineClassifier(nn.Module):
@@ -42,7 +43,7 @@ def build_classifier(kind: str, in_features: int, num_classes: int, scale: float
         return LinearClassifier(in_features, num_classes)
     if kind == "cosine":
         return CosineClassifier(in_features, num_classes, scale)
-    raise ValueError(f"unknown model.classifier {kind!r}; expected 'linear' or 'cosine'")
+    raise ConfigError(f"unknown model.classifier {kind!r}; expected 'linear' or 'cosine'")
 
 
 class ProjectionMLP(nn.Module):

@@ -18,10 +18,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import TailconError
+
 CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.", "last_linear.", "head_drop.")
 
 
-class PretrainedError(ValueError):
+class PretrainedError(TailconError, ValueError):
     """The weights file cannot be used for this backbone; the message names the file and key."""
 
 
@@ -31,7 +33,7 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not p.exists():
         raise PretrainedError(f"model.pretrained={path}: no such file or run directory")
     if p.is_dir():  # a tailcon run directory
-        from ..engine.rundir import load_checkpoint
+        from ..rundir import load_checkpoint
 
         model = load_checkpoint(p, for_inference=True)["model"]
         return {k[len("backbone."):]: v for k, v in model.items() if k.startswith("backbone.")}

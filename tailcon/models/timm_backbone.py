@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import ConfigError
+
 PREFIX = "timm:"
 
 
@@ -16,7 +18,7 @@ def _timm():
     try:
         import timm
     except ImportError:
-        raise ValueError('model.backbone=timm:<name> needs timm: pip install "tailcon[timm]"') from None
+        raise ConfigError('model.backbone=timm:<name> needs timm: pip install "tailcon[timm]"') from None
     return timm
 
 
@@ -48,7 +50,7 @@ class TimmBackbone(nn.Module):
         """The feature map before pooling [B, C, H, W] (for DSCL's ROI pooling; CNNs only)."""
         fmap = self.model.forward_features(x)
         if fmap.ndim != 4:
-            raise ValueError(f"timm:{self.timm_name} gives {fmap.ndim}-d features (tokens), not a [B, C, H, W] "
+            raise ConfigError(f"timm:{self.timm_name} gives {fmap.ndim}-d features (tokens), not a [B, C, H, W] "
                              "map: methods that pool regions of the feature map (dscl) need a convolutional model")
         return fmap
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..config import ConfigError
+
 MODES = ("all", "last_block", "classifier")
 
 
@@ -26,14 +28,14 @@ def last_block(backbone: nn.Module) -> nn.Module:
         stage = getattr(backbone, name, None)
         if isinstance(stage, nn.Sequential) and len(stage):
             return stage[-1]
-    raise ValueError(f"model.trainable=last_block needs a ResNet-style backbone (layer4 or layers), not "
+    raise ConfigError(f"model.trainable=last_block needs a ResNet-style backbone (layer4 or layers), not "
                      f"{type(backbone).__name__}")
 
 
 def set_trainable(method: nn.Module, mode: str) -> nn.Module:
     """Freeze ``method``'s parameters outside what ``mode`` trains; in place, returns it."""
     if mode not in MODES:
-        raise ValueError(f"model.trainable={mode!r}: expected one of {', '.join(MODES)}")
+        raise ConfigError(f"model.trainable={mode!r}: expected one of {', '.join(MODES)}")
     if mode == "all":
         return method
     if mode == "classifier":

@@ -19,7 +19,9 @@ from ..data.corruptions import (CORRUPTIONS, FAMILIES, FAMILY_OF, RELEASED, SEVE
 
 APPROXIMATION = ("on-the-fly approximation of CIFAR-C (tailcon.data.corruptions: 14 corruptions, no frost), not the "
                  "released arrays that papers report; give --cifar-c ROOT for those")
-from .rundir import RunDir, write_shown_figures
+from ..config import ConfigError
+from ..data import DataError
+from ..rundir import RunDir, write_shown_figures
 
 
 @torch.no_grad()
@@ -76,7 +78,7 @@ def corruption_errors(predictors: dict[str, Any], names: Sequence[str], severiti
                     rows = (s - 1) * len(test) + idx
                     corrupted = np.ascontiguousarray(released[0][rows])
                     if not np.array_equal(released[1][rows], labels):
-                        raise ValueError(f"{cifar_c}/labels.npy does not match the test labels of {data.name!r}: "
+                        raise DataError(f"{cifar_c}/labels.npy does not match the test labels of {data.name!r}: "
                                          "are these the arrays of another dataset (CIFAR-10-C vs CIFAR-100-C)?")
                 else:
                     corrupted = corrupt_array(images, name, s, seed)  # once, shared by model and baseline
@@ -86,7 +88,7 @@ def corruption_errors(predictors: dict[str, Any], names: Sequence[str], severiti
                       flush=True)
         return out
     if not imagenet_c:
-        raise ValueError(f"dataset {data.name!r} is read from files: give --imagenet-c ROOT (the ImageNet-C folder "
+        raise ConfigError(f"dataset {data.name!r} is read from files: give --imagenet-c ROOT (the ImageNet-C folder "
                          "layout ROOT/<corruption>/<severity>/<wnid>/)")
     wnid_to_label = {Path(path).parent.name: int(y) for path, y in zip(test.paths, test.targets)}
     for name in names:
@@ -144,7 +146,7 @@ def evaluate_corruptions(run: str, baseline: Optional[str] = None, names: Option
     names = list(names or known)
     unknown = [n for n in names if n not in known]
     if unknown:
-        raise ValueError(f"unknown corruption(s) {unknown}; known: {', '.join(known)}")
+        raise ConfigError(f"unknown corruption(s) {unknown}; known: {', '.join(known)}")
     predictors = {"model": load(run, device=device)}
     if baseline:
         predictors["baseline"] = load(baseline, device=device)

@@ -19,22 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
-from . import config as C
+from .. import config, resolution
+from ..methods import get_method
 
-# besides every method key: the keys that make a recipe (the rest are plumbing: workers, logging)
-RECIPE_KEYS = ("data.name", "data.imbalance_factor", "data.batch_size", "data.drop_last", "data.sampler",
-               "data.mixup", "data.cutmix",
-               "data.train_augment", "data.image_size", "model.backbone", "model.classifier", "model.cosine_scale",
-               "model.zero_init_residual", "model.pretrained", "model.bn_batch", "model.bn_layout", "model.trainable",
-               "optim.name", "optim.lr", "optim.momentum",
-               "optim.nesterov", "optim.weight_decay", "optim.schedule", "optim.warmup_epochs",
-               "optim.warmup_overshoot", "optim.milestones", "optim.gamma", "optim.min_lr_ratio",
-               "optim.per_iteration", "optim.clip_grad_norm", "train.epochs", "train.accumulate", "train.ema",
-               "train.amp",
-               "train.eval_every")
-# plumbing: changes how a run executes, not what it learns
-_PLUMBING = {"name", "data.root", "data.download", "data.num_workers", "data.eval_batch_size", "data.pipeline",
-             "train.progress", "train.log_every", "train.channels_last", "run_dir"}
+# besides every method key: the keys every table lists, and those it never lists (the schema says which)
+RECIPE_KEYS = config.keys_where(listed=True)
+_PLUMBING = frozenset(config.keys_where(kind=config.PLUMBING))
 _SOURCE_LINE = re.compile(r"^#\s*source:\s*(.+?)\s*$", re.IGNORECASE)
 _KEY_LINE = re.compile(r"^(\s*)([A-Za-z_][\w]*):(.*)$")
 
@@ -66,17 +56,6 @@ def _file_annotations(path: Path) -> tuple[str | None, dict[str, str]]:
     return default, own
 
 
-def _chain(path: Path) -> list[Path]:
-    """The file, then its ``_base_``, then that one's, ..."""
-    files = [path]
-    while True:
-        raw = C._yaml_load(files[-1].read_text()) or {}
-        base = raw.get("_base_")
-        if base is None:
-            return files
-        files.append(C.base_path(files[-1], base).resolve())
-
-
 @functools.lru_cache(maxsize=None)
 def _method_default_comments(method_cls) -> dict[str, str]:
     """``"key": value,  # comment`` lines of the method's class body (and its mixins')."""
@@ -94,17 +73,15 @@ def _method_default_comments(method_cls) -> dict[str, str]:
 def hyperparameter_sources(path: str | Path, overrides: Sequence[str] = ()) -> list[Hyperparameter]:
     """Every method key and recipe key of the resolved config ``path`` (a file or a shipped
     name) with ``key=value`` ``overrides``, each with its source."""
-    from .methods import get_method
-
-    path = C.locate(path)
-    cfg = C.flatten(C.resolve(path, overrides))
-    overridden = set(C.flatten(C.parse_overrides(overrides)))
+    path = config.locate(path)
+    cfg = config.flatten(resolution.resolve(path, overrides))
+    overridden = set(config.flatten(config.parse_overrides(overrides)))
     method_name = cfg["method.name"]
-    files = _chain(path)
     sets: list[tuple[Path, dict, str | None, dict]] = []
-    for f in files:
-        own = C.flatten(C._yaml_load(f.read_text()) or {})
-        resolved_method = (C.load_yaml(f).get("method") or {}).get("name")
+    for f, mapping in config.base_chain(path):
+        f = f.resolve()
+        own = config.flatten(mapping)
+        resolved_method = (config.load_yaml(f).get("method") or {}).get("name")
         if resolved_method != method_name:  # a base written for another method: its method keys are dropped
             own = {k: v for k, v in own.items() if not k.startswith("method.")}
         default, tags = _file_annotations(f)
@@ -156,7 +133,7 @@ def _relative(f: Path) -> str:
 
 def shipped_configs() -> list[tuple[str, Path]]:
     """[(``dataset/method``, path)] of the configs installed with tailcon, sorted."""
-    root = Path(__file__).resolve().parent / "configs"
+    root = config.shipped_config_dir()
     return [(f"{p.parent.name}/{p.stem}", p) for p in sorted(root.glob("*/*.yaml"))]
 
 
@@ -164,6 +141,6 @@ def sources_table(path: str | Path, overrides: Sequence[str] = ()) -> str:
     """A Markdown table: key | value | source | set in."""
     rows = ["| key | value | source | set in |", "|---|---|---|---|"]
     for h in hyperparameter_sources(path, overrides):
-        value = C.plain(h.value)
+        value = config.plain(h.value)
         rows.append(f"| `{h.key}` | `{value}` | {h.source.replace('|', '/')} | {h.file or '-'} |")
     return "\n".join(rows)

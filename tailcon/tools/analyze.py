@@ -18,10 +18,10 @@ import numpy as np
 import torch
 
 from ..data import DataError, build_data, build_eval_transform
-from . import geometry as G
-from .evaluation import predict_dataset
-from .metrics import shot_accuracy
-from .rundir import atomic_write_text
+from ..engine import geometry
+from ..engine.evaluation import predict_dataset
+from ..engine.metrics import shot_accuracy
+from ..rundir import atomic_write_text
 
 
 @torch.no_grad()
@@ -42,25 +42,25 @@ def analyze_run(run_dir: str | os.PathLike, device: Optional[str] = None, max_po
     test = predict_dataset(method, data.test, cfg, dev, desc="analyze test", info=data.info, keep_features=True)
     counts = [int(n) for n in method.cls_num.tolist()]
     c = len(counts)
-    geo = G.class_mean_geometry(G.class_means(train.features.double(), train.labels, c))
-    feature_norms = G.class_means(test.features.double().norm(dim=1, keepdim=True), test.labels, c)[:, 0]
+    geo = geometry.class_mean_geometry(geometry.class_means(train.features.double(), train.labels, c))
+    feature_norms = geometry.class_means(test.features.double().norm(dim=1, keepdim=True), test.labels, c)[:, 0]
     present = torch.bincount(test.labels.long(), minlength=c) > 0
     feature_norms = [float(v) if p else None for v, p in zip(feature_norms, present)]
     weights = getattr(method.classifier, "class_vectors", None)
     weight_norms = [float(v) for v in weights().detach().float().norm(dim=1)] if weights else None
-    knn = shot_accuracy(G.knn_predict(test.features, train.features, train.labels, c), test.labels, counts)
+    knn = shot_accuracy(geometry.knn_predict(test.features, train.features, train.labels, c), test.labels, counts)
     gaps = [float(v) for v in geo["simplex_gap_per_class"]]
     return {
         "run": str(run_dir), "method": cfg["method"]["name"], "classes": predictor.classes, "train_counts": counts,
-        "simplex_distance": geo["simplex_distance"], "simplex_gap": G.per_group(gaps, counts),
+        "simplex_distance": geo["simplex_distance"], "simplex_gap": geometry.per_group(gaps, counts),
         "simplex_gap_per_class": gaps, "mean_cosine": geo["cosine"].tolist(),
-        "nc1": {"train": G.within_between_variability(train.features, train.labels, c),
-                "test": G.within_between_variability(test.features, test.labels, c)},
-        "feature_norm": G.per_group([np.nan if v is None else v for v in feature_norms], counts),
+        "nc1": {"train": geometry.within_between_variability(train.features, train.labels, c),
+                "test": geometry.within_between_variability(test.features, test.labels, c)},
+        "feature_norm": geometry.per_group([np.nan if v is None else v for v in feature_norms], counts),
         "feature_norm_per_class": feature_norms,
-        "weight_norm": G.per_group(weight_norms, counts) if weight_norms else None,
+        "weight_norm": geometry.per_group(weight_norms, counts) if weight_norms else None,
         "weight_norm_per_class": weight_norms,
-        **G.alignment_uniformity(test.features, test.labels, max_points=max_points),
+        **geometry.alignment_uniformity(test.features, test.labels, max_points=max_points),
         "knn_top1": {g: knn[g] for g in ("top1", "many", "medium", "few")},
     }
 

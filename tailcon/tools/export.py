@@ -8,7 +8,7 @@ crop S), output logits [B, C]. No optimizer state, no queues or momentum encoder
 the file: safetensors metadata, a TorchScript extra file ``tailcon.json``, ONNX metadata_props
 ``tailcon``.
 
-``tailcon.load(FILE.safetensors)`` and :func:`load_exported` read them back.
+``tailcon.load(FILE)`` reads them back (:mod:`tailcon.inference.artifacts`).
 """
 
 from __future__ import annotations
@@ -19,58 +19,19 @@ import os
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 import torch
-from torch import nn
 
-from . import config as C
-from .engine.rundir import RunDir, atomic_replace, load_checkpoint, resolve_checkpoint, run_dir_of
-
-FORMATS = ("safetensors", "torchscript", "onnx", "pt2")
-SUFFIX = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx", "pt2": ".pt2"}
-# formats whose loading can run code stored in the file (TorchScript programs; pickles inside a .pt2)
-NEEDS_TRUST = ("torchscript", "pt2")
-ARTIFACT = "tailcon-inference/1"
-
-
-class ExportError(ValueError):
-    """The export cannot be made (a missing package, a file in the way); the message says why."""
-
-
-class InferenceModel(nn.Module):
-    """Backbone + classifier with the normalisation built in: [B, 3, S, S] in [0, 1] -> logits."""
-
-    def __init__(self, backbone: nn.Module, classifier: nn.Module, mean, std):
-        super().__init__()
-        self.backbone, self.classifier = backbone, classifier
-        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
-        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
-
-    def logits_of_normalized(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.backbone(x))
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.logits_of_normalized((images - self.mean) / self.std)
-
-
-def _build(meta: dict[str, Any]) -> InferenceModel:
-    from .models import build_backbone, build_classifier
-
-    m = C.complete(meta["config"])["model"]
-    backbone = build_backbone(m["backbone"])
-    classifier = build_classifier(m["classifier"], backbone.out_dim, int(meta["num_classes"]), float(m["cosine_scale"]))
-    info = meta["image_info"]
-    return InferenceModel(backbone, classifier, info["mean"], info["std"])
-
+from .. import __version__, config
+from ..inference.artifacts import ARTIFACT, FORMATS, SUFFIX, ExportError, InferenceModel, need_module
+from ..inference.predictor import image_info
+from ..methods import build_method
+from ..rundir import RunDir, atomic_replace, load_checkpoint, resolve_checkpoint, run_dir_of
 
 def inference_model(ckpt: dict[str, Any]) -> tuple[InferenceModel, dict[str, Any]]:
     """The artifact's model (eval mode, CPU) and metadata from a loaded checkpoint."""
-    from . import __version__
-    from .inference import image_info
-    from .methods import build_method
-
-    cfg = C.complete(ckpt["config"])
+    cfg = config.complete(ckpt["config"])
     method = build_method(cfg, int(ckpt["num_classes"]), ckpt["cls_num_list"])
     method.load_state_dict(ckpt["model"])
     info = dataclasses.asdict(image_info(ckpt))
@@ -81,18 +42,9 @@ def inference_model(ckpt: dict[str, Any]) -> tuple[InferenceModel, dict[str, Any
             "classes": [str(c) for c in (ckpt.get("classes") or range(ckpt["num_classes"]))],
             "cls_num_list": [int(n) for n in ckpt["cls_num_list"]], "image_info": info, "epoch": ckpt.get("epoch"),
             "input": "float32 [B, 3, size, size] in [0, 1] (RGB), after the test resize/crop; output: logits [B, C]",
-            "config": C.plain(cfg)}
+            "config": config.plain(cfg)}
     model = InferenceModel(method.backbone, method.classifier, info["mean"], info["std"]).eval().requires_grad_(False)
     return model, meta
-
-
-def _need(module: str, what: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ExportError(f"{what} needs the {module} package: pip install \"tailcon[export]\"") from None
 
 
 def export(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = None, which: str = "last",
@@ -116,7 +68,7 @@ def export(path: str | os.PathLike, fmt: str, out: str | os.PathLike | None = No
 
 
 def _write_safetensors(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
-    st = _need("safetensors.torch", "--format safetensors")
+    st = need_module("safetensors.torch", "--format safetensors")
     tensors = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
     atomic_replace(target, lambda tmp: st.save_file(tensors, str(tmp), metadata={"tailcon": json.dumps(meta)}))
 
@@ -142,7 +94,7 @@ def _write_pt2(model: InferenceModel, meta: dict[str, Any], target: Path) -> Non
 
 
 def _write_onnx(model: InferenceModel, meta: dict[str, Any], target: Path) -> None:
-    onnx = _need("onnx", "--format onnx")
+    onnx = need_module("onnx", "--format onnx")
 
     def write(tmp: Path) -> None:
         x = _example(meta)
@@ -172,43 +124,3 @@ WRITERS: dict[str, Callable[[InferenceModel, dict[str, Any], Path], None]] = {
     "safetensors": _write_safetensors, "torchscript": _write_torchscript, "onnx": _write_onnx, "pt2": _write_pt2}
 
 
-def read_safetensors(path: str | os.PathLike) -> tuple[InferenceModel, dict[str, Any]]:
-    """The model (eval mode, CPU) and metadata of a safetensors artifact."""
-    st = _need("safetensors", "reading a .safetensors artifact")
-    with st.safe_open(str(path), framework="pt") as f:
-        raw = (f.metadata() or {}).get("tailcon")
-        if raw is None:
-            raise ExportError(f"{path} is not a tailcon export (no 'tailcon' metadata)")
-        meta = json.loads(raw)
-        tensors = {k: f.get_tensor(k) for k in f.keys()}
-    model = _build(meta)
-    model.load_state_dict(tensors)
-    return model.eval().requires_grad_(False), meta
-
-
-def export_format(path: str | os.PathLike) -> Optional[str]:
-    """The ``tailcon export`` format a file name says (by its suffix), or None."""
-    return next((fmt for fmt, suffix in SUFFIX.items() if str(path).endswith(suffix)), None)
-
-
-def load_exported(path: str | os.PathLike) -> tuple[Callable[[torch.Tensor], torch.Tensor], dict[str, Any]]:
-    """Any of the artifacts as ``(fn, metadata)``: ``fn(images [B, 3, S, S] in [0, 1])``
-    -> logits [B, C] (CPU)."""
-    path = Path(path)
-    if path.name.endswith(SUFFIX["safetensors"]):
-        model, meta = read_safetensors(path)
-        return torch.no_grad()(lambda x: model(x)), meta
-    if path.name.endswith(SUFFIX["onnx"]):
-        onnx, ort = _need("onnx", "reading an ONNX artifact"), _need("onnxruntime", "running an ONNX artifact")
-        meta = json.loads({p.key: p.value for p in onnx.load(str(path)).metadata_props}["tailcon"])
-        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        name = session.get_inputs()[0].name
-        return lambda x: torch.from_numpy(session.run(None, {name: x.float().numpy()})[0]), meta
-    extra = {"tailcon.json": ""}
-    if path.name.endswith(SUFFIX["pt2"]):
-        module = torch.export.load(str(path), extra_files=extra).module()
-        return torch.no_grad()(lambda x: module(x)), json.loads(extra["tailcon.json"])
-    with warnings.catch_warnings():  # deprecated in newer torch, still the way to read TorchScript
-        warnings.simplefilter("ignore", FutureWarning)
-        module = torch.jit.load(str(path), map_location="cpu", _extra_files=extra)
-    return torch.no_grad()(lambda x: module(x)), json.loads(extra["tailcon.json"])

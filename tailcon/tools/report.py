@@ -16,10 +16,10 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from .. import config as C
-from .logging import read_metrics
-from .metrics import FEW_THRESHOLD, MANY_THRESHOLD, format_pct, shot_groups
-from .rundir import RunDir
+from .. import config
+from ..engine.logging import read_metrics
+from ..engine.metrics import FEW_THRESHOLD, MANY_THRESHOLD, format_pct, shot_groups
+from ..rundir import RunDir
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -44,7 +44,7 @@ def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     for i, stage in enumerate(run.stage_dirs()):
         for record in read_metrics(stage.path):
             curves.append({**record, "stage": stage.path.name if stage.path != run.path else "", "stage_index": i})
-    method = C.load_yaml(run.config).get("method", {}).get("name", "") if run.config.is_file() else ""
+    method = config.load_yaml(run.config).get("method", {}).get("name", "") if run.config.is_file() else ""
     return {"dir": run.path, "name": run.path.name if run.path.name else str(run.path), "results": results,
             "curves": curves, "method": method}
 

@@ -26,8 +26,9 @@ from typing import Any
 
 import torch
 
-from .device import autocast_context
-from .trainer import Trainer
+from ..engine.device import autocast_context
+from ..engine.trainer import Trainer
+from ..config import ConfigError
 
 REFERENCE = {"data": {"pipeline": "reference"}, "train": {"channels_last": False, "amp": "none", "compile": False}}
 
@@ -47,7 +48,7 @@ def measure(cfg: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
         trainer.paired_sampler.set_epoch(0)
     device = trainer.device
     if len(trainer.loader) < steps + warmup:
-        raise ValueError(f"bench needs {steps + warmup} batches per epoch, the data gives {len(trainer.loader)}; "
+        raise ConfigError(f"bench needs {steps + warmup} batches per epoch, the data gives {len(trainer.loader)}; "
                          f"use fewer --steps or a smaller data.batch_size")
     amp = autocast_context(device, trainer.amp)
     if device.type == "cuda":
@@ -91,7 +92,7 @@ def measure_in_subprocess(cfg: dict[str, Any], steps: int, warmup: int, env: dic
         cfg_path, out_path = os.path.join(tmp, "cfg.json"), os.path.join(tmp, "out.json")
         with open(cfg_path, "w") as f:
             json.dump(cfg, f)
-        cmd = [sys.executable, "-m", "tailcon.engine.bench", cfg_path, out_path, str(steps), str(warmup)]
+        cmd = [sys.executable, "-m", "tailcon.tools.bench", cfg_path, out_path, str(steps), str(warmup)]
         proc = subprocess.run(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)
         if proc.returncode != 0:
@@ -101,7 +102,7 @@ def measure_in_subprocess(cfg: dict[str, Any], steps: int, warmup: int, env: dic
 
 
 def run_bench(cfg: dict[str, Any], steps: int = 20, warmup: int = 3, reference: bool = True) -> dict[str, Any]:
-    from .. import config as C
+    from .. import config
 
     cfg = copy.deepcopy(cfg)
     cfg["train"]["progress"] = False
@@ -110,7 +111,7 @@ def run_bench(cfg: dict[str, Any], steps: int = 20, warmup: int = 3, reference: 
               "batch_size": int(cfg["data"]["batch_size"]), "threads": torch.get_num_threads(), **ours}
     if reference:
         # the authors' scripts run with glibc's default allocator settings
-        ref = measure_in_subprocess(C.merge(cfg, REFERENCE), steps, warmup, env={"TAILCON_MALLOC_TUNING": "0"})
+        ref = measure_in_subprocess(config.merge(cfg, REFERENCE), steps, warmup, env={"TAILCON_MALLOC_TUNING": "0"})
         result.update(reference_images_per_s=ref["images_per_s"], reference_peak_memory_mb=ref["peak_memory_mb"],
                       reference_num_workers=int(cfg["data"]["num_workers"]),
                       ratio=ours["images_per_s"] / ref["images_per_s"])
@@ -129,7 +130,7 @@ def format_bench(r: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m tailcon.engine.bench CFG.json OUT.json STEPS WARMUP
+if __name__ == "__main__":  # python -m tailcon.tools.bench CFG.json OUT.json STEPS WARMUP
     import json
 
     _cfg_path, _out_path, _steps, _warmup = sys.argv[1:5]

@@ -16,13 +16,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .. import config as C
+from .. import config, resolution
 from ..data import DataError
-from .logging import read_metrics
-from .manifest import read_manifest
-from .metrics import format_pct
-from .rundir import RunDir, RunDirError, atomic_write_text
-from .trainer import NonFiniteLossError
+from ..engine.logging import read_metrics
+from ..engine.manifest import read_manifest
+from ..engine.metrics import format_pct
+from ..rundir import RunDir, RunDirError, atomic_write_text
+from ..engine.trainer import NonFiniteLossError
 
 METRICS = ("top1", "many", "medium", "few", "top5", "ece")
 
@@ -50,11 +50,11 @@ def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
     from ..methods import get_method
 
     resolved = []
-    names = [C.config_name(c) for c in configs]
+    names = [config.config_name(c) for c in configs]
     if len(set(names)) != len(names):
-        raise C.ConfigError(f"two configs share a run name: {names}")
+        raise config.ConfigError(f"two configs share a run name: {names}")
     for path, name in zip(configs, names):
-        method_name = C.resolve(path, [o for o in overrides if o.startswith("method.name=")])["method"]["name"]
+        method_name = resolution.resolve(path, [o for o in overrides if o.startswith("method.name=")])["method"]["name"]
         known = set(get_method(method_name).defaults) | {"name"}
         kept, skipped = [], []
         for o in overrides:
@@ -63,11 +63,11 @@ def plan(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str],
                 skipped.append(key)
             else:
                 kept.append(o)
-        C.resolve(path, kept)  # every key and value checked now, not hours later
+        resolution.resolve(path, kept)  # every key and value checked now, not hours later
         resolved.append((path, name, kept, skipped))
     # every config's first seed first: an interrupted comparison still covers every config
     return [RunSpec(name, path, seed, out / name / f"seed{seed}",
-                    C.resolve(path, kept + [f"seed={seed}", f"run_dir={out / name / f'seed{seed}'}"]), skipped)
+                    resolution.resolve(path, kept + [f"seed={seed}", f"run_dir={out / name / f'seed{seed}'}"]), skipped)
             for seed in seeds for path, name, kept, skipped in resolved]
 
 
@@ -75,19 +75,19 @@ def check_reusable(specs: Sequence[RunSpec]) -> None:
     """Every run directory that already holds a run was made with the requested config (keys
     that cannot change a result excepted), with at most as many epochs: a comparison never
     shows figures of another budget under this command. Checked for all runs before any trains."""
-    from .stages import config_differences
+    from ..engine.stages import config_differences
 
     for spec in specs:
         run = RunDir(spec.run_dir)
         if not run.config.is_file():
             continue
-        saved = C.load_yaml(run.config)
+        saved = config.load_yaml(run.config)
         diff = config_differences(saved, spec.cfg)
-        epochs, wanted = int(C.get(saved, "train.epochs", 0)), int(spec.cfg["train"]["epochs"])
+        epochs, wanted = int(config.get(saved, "train.epochs", 0)), int(spec.cfg["train"]["epochs"])
         if wanted < epochs:
             diff.append(f"train.epochs: {epochs} -> {wanted}")
         if diff:
-            raise C.ConfigError(f"{spec.run_dir} holds a run of another config than the one requested ("
+            raise config.ConfigError(f"{spec.run_dir} holds a run of another config than the one requested ("
                                 + "; ".join(diff) + "): its figures would not be this comparison's. Give another "
                                 "--out for this budget (more train.epochs alone continues the runs)")
 
@@ -97,12 +97,12 @@ def _finished(spec: RunSpec) -> bool:
     run = RunDir(spec.run_dir)
     if not run.results.is_file():
         return False
-    wanted = C.get(spec.cfg, "train.epochs")
-    return wanted is None or not run.config.is_file() or C.get(C.load_yaml(run.config), "train.epochs") == wanted
+    wanted = config.get(spec.cfg, "train.epochs")
+    return wanted is None or not run.config.is_file() or config.get(config.load_yaml(run.config), "train.epochs") == wanted
 
 
 def run_all(specs: Sequence[RunSpec]) -> None:
-    from . import stages
+    from ..engine import stages
 
     check_reusable(specs)
     for i, spec in enumerate(specs):
@@ -171,7 +171,7 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
             for m in METRICS:
                 row["best"][m].append(metric(best["test"], m))
         row["minutes"].append(_train_minutes(spec.run_dir))
-    papers = {spec.name: C.get(spec.cfg, "paper.top1") for spec in specs}
+    papers = {spec.name: config.get(spec.cfg, "paper.top1") for spec in specs}
     out = []
     for row in rows.values():
         row["paper_top1"] = papers.get(row["name"])

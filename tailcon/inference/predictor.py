@@ -16,11 +16,14 @@ import numpy as np
 import torch
 from PIL import Image
 
-from . import config as C
-from .data.datasets import open_rgb
-from .data.transforms import ImageInfo, build_eval_transform
-from .engine.rundir import load_checkpoint, resolve_checkpoint
-from .export import NEEDS_TRUST, ExportError, export_format
+from .. import config
+from ..data import build_data
+from ..data.datasets import open_rgb
+from ..data.transforms import ImageInfo, build_eval_transform
+from ..engine.device import resolve_device
+from ..methods import build_method
+from ..rundir import load_checkpoint, resolve_checkpoint
+from .artifacts import NEEDS_TRUST, ExportError, export_format, load_exported, read_safetensors
 
 ImageLike = Union[str, os.PathLike, Image.Image, np.ndarray, torch.Tensor]
 
@@ -29,9 +32,8 @@ def image_info(ckpt: dict[str, Any]) -> ImageInfo:
     if ckpt.get("image_info"):
         info = dict(ckpt["image_info"])
         return ImageInfo(**{**info, "mean": tuple(info["mean"]), "std": tuple(info["std"])})
-    from .data import build_data  # checkpoints written before image_info was stored: needs the data
-
-    return build_data(C.complete(ckpt["config"])).info
+    # checkpoints written before image_info was stored: the data says it
+    return build_data(config.complete(ckpt["config"])).info
 
 
 class Predictor:
@@ -40,12 +42,8 @@ class Predictor:
 
     def __init__(self, path: str | os.PathLike, device: str | torch.device | None = None, which: str = "last",
                  trust: bool = False):
-        from .methods import build_method
-
         fmt = export_format(path) if Path(path).is_file() else None
         if fmt is not None:  # an artifact of `tailcon export`
-            from .export import load_exported, read_safetensors
-
             self.checkpoint = Path(path)
             if fmt == "safetensors":
                 exported, meta = read_safetensors(path)
@@ -63,13 +61,13 @@ class Predictor:
             self.checkpoint = resolve_checkpoint(path, which)
             ckpt = load_checkpoint(self.checkpoint, for_inference=True)  # no optimizer state
             # the weights, a linear stage's frozen backbone included, all come from this checkpoint
-            self.model = build_method(C.complete(ckpt["config"]), int(ckpt["num_classes"]), ckpt["cls_num_list"])
+            self.model = build_method(config.complete(ckpt["config"]), int(ckpt["num_classes"]), ckpt["cls_num_list"])
             self.model.load_state_dict(ckpt["model"])
-        self.config = cfg = C.complete(ckpt["config"])
+        self.config = cfg = config.complete(ckpt["config"])
         self.info = image_info(ckpt)
         self.classes = [str(c) for c in (ckpt.get("classes") or range(ckpt["num_classes"]))]
         self.max_image_pixels = cfg["data"]["max_image_pixels"]
-        self.device = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = resolve_device(str(device) if device is not None else "auto")  # as training resolves it
         self.model.to(self.device).eval()
         self.transform = build_eval_transform(self.info)
         self.epoch = ckpt.get("epoch")
@@ -123,7 +121,7 @@ class Predictor:
     @torch.no_grad()
     def batch_features(self, batch: torch.Tensor) -> torch.Tensor:
         if not hasattr(self.model, "features"):
-            raise ValueError(f"{self.checkpoint} is an export holding logits only; features need the run "
+            raise ExportError(f"{self.checkpoint} is an export holding logits only; features need the run "
                              "directory or its checkpoint")
         return self.model.features(batch.to(self.device)).float().cpu()
 
