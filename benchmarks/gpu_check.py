@@ -141,7 +141,7 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
             try:
                 cfg = resolution.resolve(None, base + [f"method.name={name}", "train.max_steps_per_epoch=3", "run_dir=",
                                               *small.get(name, []), *extra])
-                trainer = Trainer(cfg)
+                trainer = Trainer.from_config(cfg)
                 stats = trainer.train_one_epoch(0, 1)
                 if not all(v == v for v in stats.values()):
                     raise FloatingPointError(f"non-finite statistics {stats}")
@@ -161,7 +161,7 @@ def smoke(check: Check, base: list[str], dry_run: bool) -> None:
         cfg = resolution.resolve(None, ["data.name=folder", f"data.root={root}", "data.image_size=32", "data.batch_size=8",
                                "data.pipeline=device", "data.num_workers=2", "model.backbone=resnet8", "run_dir=",
                                "train.max_steps_per_epoch=1", "train.progress=false"])
-        Trainer(cfg).train_one_epoch(0, 1)
+        Trainer.from_config(cfg).train_one_epoch(0, 1)
         check.report["smoke"]["jpeg_decode/device"] = "ok"
     except Exception as e:
         check.report["smoke"]["jpeg_decode/device"] = _error(e)

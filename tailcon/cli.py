@@ -68,16 +68,14 @@ def _split_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from .engine import train
-    from .rundir import RunDir, RunDirError, run_dir_of
+    from .rundir import run_to_resume
 
     path, overrides = _split_args(args.args)
     if args.no_progress:
         overrides.append("train.progress=false")
     resume = config.parse_overrides([o for o in overrides if o.startswith("resume=")]).get("resume")
     if path is None and resume and resume != "auto":  # continue a run with the config it was started with
-        if not Path(str(resume)).exists():
-            raise RunDirError(f"resume={resume}: no such run directory or checkpoint")
-        saved = RunDir(run_dir_of(resume)).config
+        saved = run_to_resume(str(resume)).config
         if not saved.is_file():
             raise RunDirError(f"resume={resume}: {saved} not found, so the run's config is unknown; give the "
                               "CONFIG it was started with: tailcon train CONFIG resume=...")

@@ -226,6 +226,18 @@ def _replaced(path: Path, before: os.stat_result) -> bool:
 
 
 # ---- paths ---------------------------------------------------------------------------------------
+def run_to_resume(resume: str | os.PathLike) -> "RunDir":
+    """The run directory that ``resume=PATH`` (a run directory or a checkpoint in one) continues;
+    a path that does not exist, or holds no tailcon run, is an error that says so."""
+    path = Path(resume)
+    if not path.exists():
+        raise RunDirError(f"resume={resume}: no such run directory or checkpoint")
+    run = RunDir(run_dir_of(path))
+    if not (run.config.is_file() or run.checkpoint("last").is_file() or path.is_file()):
+        raise RunDirError(f"resume={resume}: {run.path} holds no tailcon run (no config.yaml, no last.pt)")
+    return run
+
+
 def run_dir_of(path: str | os.PathLike) -> Path:
     """The run directory of a run directory or of a checkpoint file inside one."""
     path = Path(path)

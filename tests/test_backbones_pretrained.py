@@ -25,7 +25,7 @@ def test_a_timm_model_trains_as_a_backbone_through_its_public_interface(tmp_path
     x = torch.rand(3, 3, 16, 16)
     m = backbone.model
     torch.testing.assert_close(backbone(x), m.forward_head(m.forward_features(x), pre_logits=True))
-    assert backbone.out_dim == m.num_features == backbone(x).shape[1]
+    assert backbone.num_features == m.num_features == backbone(x).shape[1]
     res = train(tiny_cfg(tmp_path, "model.backbone=timm:test_resnet", "train.max_steps_per_epoch=2",
                          "train.channels_last=false", epochs=1))
     assert res["top1"] is not None
@@ -97,4 +97,4 @@ def test_places_lt_refuses_to_train_without_its_pretrained_weights(tmp_path):
     cfg = resolution.resolve("places_lt/rescom")
     assert cfg["model"]["require_pretrained"] and cfg["model"]["pretrained"] is None
     with pytest.raises(config.ConfigError, match="model.pretrained=PATH"):
-        Trainer(tiny_cfg(tmp_path, "model.require_pretrained=true"))
+        Trainer.from_config(tiny_cfg(tmp_path, "model.require_pretrained=true"))

@@ -45,13 +45,13 @@ def test_ldam_loss_matches_a_per_sample_loop():
 
 def test_drw_switches_to_effective_number_weights_at_its_epoch(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=ldam_drw", "model.classifier=cosine", "method.drw_epoch=3")
-    method = Trainer(cfg).method
+    method = Trainer.from_config(cfg).method
     method.on_epoch_start(2, 10)
     assert torch.equal(method.criterion.weights, torch.ones(10, dtype=torch.float64))
     method.on_epoch_start(3, 10)
     torch.testing.assert_close(method.criterion.weights, class_balanced_weights(method.cls_num, 0.9999))
     with pytest.raises(config.ConfigError, match="model.classifier=cosine"):
-        Trainer(tiny_cfg(tmp_path / "x", "method.name=ldam_drw"))
+        Trainer.from_config(tiny_cfg(tmp_path / "x", "method.name=ldam_drw"))
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +74,7 @@ def test_crt_retrains_only_a_fresh_classifier_on_the_runs_frozen_backbone(ce_run
         train(tiny_cfg(tmp_path / "other", "method.name=crt", f"method.init_from={ce_run}", "model.backbone=resnet20",
                        epochs=1))
     with pytest.raises(config.ConfigError, match="init_from"):
-        Trainer(tiny_cfg(tmp_path / "none", "method.name=crt", epochs=1))
+        Trainer.from_config(tiny_cfg(tmp_path / "none", "method.name=crt", epochs=1))
 
 
 def test_tau_normalised_logits():

@@ -116,7 +116,7 @@ def test_jpeg_folder_trains_through_the_device_decode_pipeline(tmp_path):
     cfg = resolution.resolve(None, ["data.name=folder", f"data.root={tmp_path}", "data.pipeline=device", "data.image_size=24",
                            "data.batch_size=8", "data.num_workers=0", "model.backbone=resnet8", "train.epochs=1",
                            "train.progress=false", f"run_dir={tmp_path / 'run'}"])
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     assert trainer.pipeline == "device"
     trainer.sampler.set_epoch(0)
     views, labels, _ = next(trainer.batches())

@@ -42,7 +42,7 @@ def _case(tmp_path, name):
 
 
 def _train_steps(rank, world, cfg):
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     stats = trainer.train_one_epoch(0, 1)
     state = {k: v.detach().clone() for k, v in trainer.method.state_dict().items()}
     return stats, state

@@ -111,7 +111,7 @@ def _trainer_without_batchnorm(tmp_path, *overrides):
 
     from tailcon.engine import Trainer
 
-    trainer = Trainer(tiny_cfg(tmp_path, "method.name=ce", "train.channels_last=false", *overrides, epochs=1))
+    trainer = Trainer.from_config(tiny_cfg(tmp_path, "method.name=ce", "train.channels_last=false", *overrides, epochs=1))
     for name, module in list(trainer.method.named_modules()):
         for child_name, child in list(module.named_children()):
             if isinstance(child, torch.nn.BatchNorm2d):  # BatchNorm couples a batch's samples
@@ -168,7 +168,7 @@ def test_ema_weights_are_the_moving_average_of_the_steps_and_survive_a_resume(tm
 
     from tailcon.engine import Trainer, load_checkpoint
 
-    trainer = Trainer(tiny_cfg(tmp_path / "a", "train.ema=0.5", "data.batch_size=16", epochs=1))
+    trainer = Trainer.from_config(tiny_cfg(tmp_path / "a", "train.ema=0.5", "data.batch_size=16", epochs=1))
     snapshots = []
     for _ in range(2):
         trainer.train_step([torch.randn(16, 3, 16, 16)], torch.randint(0, 10, (16,)), {}, contextlib.nullcontext())
@@ -275,7 +275,7 @@ def test_mixing_trains_classification_methods_and_is_refused_for_contrastive_one
 
     from tailcon.engine import Trainer
 
-    trainer = Trainer(tiny_cfg(tmp_path, "method.name=logit_adjusted", "data.mixup=0.2", "data.cutmix=1.0",
+    trainer = Trainer.from_config(tiny_cfg(tmp_path, "method.name=logit_adjusted", "data.mixup=0.2", "data.cutmix=1.0",
                                "train.max_steps_per_epoch=3", epochs=1))
     assert math.isfinite(trainer.train_one_epoch(0, 1)["loss"])
     assert trainer.cfg["data"]["mixup"] == 0.2, "recorded in the run's config"

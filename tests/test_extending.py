@@ -104,7 +104,7 @@ from tailcon.models import register_backbone
 def tiny_cnn(zero_init_residual=False):
     net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
                         nn.Flatten())
-    net.out_dim = 8
+    net.num_features = 8
     return net
 
 

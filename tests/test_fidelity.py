@@ -29,7 +29,7 @@ def _to_double(x):
 def test_a_float64_training_step_stays_float64_end_to_end(tmp_path, name):
     cfg = tiny_cfg(tmp_path, f"method.name={name}", "data.batch_size=16", "train.amp=none",
                    "train.channels_last=false", *FIT_DIGITS.get(name, []), epochs=1)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     views, labels, extra = next(iter(trainer.batches()))
     method = trainer.method.double()
     seen = []
@@ -45,7 +45,7 @@ def test_a_float64_training_step_stays_float64_end_to_end(tmp_path, name):
 
 def test_proco_head_normalises_over_all_three_views_as_the_authors_model(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=proco", "data.batch_size=16", "train.channels_last=false", epochs=1)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     views, labels, _ = next(iter(trainer.batches()))
     method = trainer.method
     reference = copy.deepcopy(method)
@@ -142,7 +142,7 @@ def test_bn_batch_in_training_and_its_config_checks(tmp_path):
         tiny_cfg(tmp_path, "model.bn_batch=16", "model.sync_bn=true")
     cfg = tiny_cfg(tmp_path, "method.name=bcl", "model.bn_batch=8", "data.batch_size=16", "train.channels_last=false",
                    "train.max_steps_per_epoch=1", epochs=1)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     grouped = [m for m in trainer.method.modules() if type(m).__name__.startswith("Grouped")]
     assert grouped and all(m.group_size == 8 for m in grouped)
     assert not any(type(m).__name__.startswith("Grouped") for m in trainer.method.center_head.modules()), \
@@ -155,7 +155,7 @@ def test_trainable_last_block_trains_only_the_last_block_and_the_heads(tmp_path)
 
     cfg = tiny_cfg(tmp_path, "method.name=paco", "model.trainable=last_block", "data.batch_size=16",
                    "train.max_steps_per_epoch=2", "method.queue_size=32", epochs=1)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     method = trainer.method
     before = {k: v.clone() for k, v in method.state_dict().items()}
     trainer.train_one_epoch(0, 1)

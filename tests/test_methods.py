@@ -24,7 +24,7 @@ FIT_DIGITS = {"rescom": ["method.k_neg=20"], "dscl": ["method.queue_size=64", "m
 def test_two_steps_give_finite_losses_and_move_the_parameters(tmp_path, name):
     cfg = tiny_cfg(tmp_path, f"method.name={name}", "train.max_steps_per_epoch=2", "data.batch_size=32",
                    "train.log_every=1", *FIT_DIGITS.get(name, []), epochs=1)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     before = {k: v.clone() for k, v in trainer.method.state_dict().items() if v.is_floating_point()}
     stats = trainer.train_one_epoch(0, 1)
     assert all(math.isfinite(v) for v in stats.values()) and stats["images"] == 64
@@ -121,7 +121,7 @@ def test_rescom_k_neg_beyond_the_queue_is_a_clear_config_error(tmp_path):
 def test_dscl_stage1_two_steps_update_encoder_key_encoder_and_queue(tmp_path):
     cfg = tiny_cfg(tmp_path, "method.name=dscl", "method.stage=pretrain", "method.queue_size=48",
                    "method.patch_size=8", "train.max_steps_per_epoch=2", "data.batch_size=16", epochs=1)
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     m = trainer.method
     key_before = {k: v.clone() for k, v in m.key_encoder.encoder.state_dict().items()}
     online_before = {k: v.clone() for k, v in m.encoder.state_dict().items()}

@@ -17,12 +17,32 @@ def test_resnet32_is_the_cifar_variant():
     net = build_backbone("resnet32")
     n_params = sum(p.numel() for p in net.parameters())
     assert 0.45e6 < n_params < 0.48e6  # ResNet-32 on CIFAR has about 0.46M parameters
-    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64) and net.out_dim == 64
+    assert net(torch.randn(2, 3, 32, 32)).shape == (2, 64) and net.num_features == 64
 
 
 def test_resnet50_feature_is_2048d():
     net = build_backbone("resnet50")
-    assert net.out_dim == 2048 and isinstance(net.fc, torch.nn.Identity)
+    assert net.num_features == 2048 and isinstance(net.fc, torch.nn.Identity)
+
+
+@pytest.mark.parametrize("name", ["resnet8", "resnext50_32x4d", "timm:resnet18"])
+def test_every_backbone_has_the_same_feature_api(name):
+    if name.startswith("timm:"):
+        pytest.importorskip("timm")
+    net = build_backbone(name).eval()
+    x = torch.randn(2, 3, 64, 64)
+    fmap = net.forward_features(x)
+    assert fmap.ndim == 4 and fmap.shape[1] == net.num_features
+    assert torch.allclose(net(x), fmap.mean(dim=(2, 3)), atol=1e-5), "forward = the pooled feature map"
+    assert not hasattr(net, "out_dim"), "one name for the feature size: num_features"
+
+
+def test_torchvision_backbones_keep_torchvision_parameter_names():
+    import torchvision
+
+    ours = build_backbone("resnet50").state_dict()
+    theirs = torchvision.models.resnet50(weights=None).state_dict()
+    assert list(ours) == [k for k in theirs if not k.startswith("fc.")], "ImageNet weights load key for key"
 
 
 def test_unknown_backbone_is_an_error():

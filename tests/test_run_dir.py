@@ -190,8 +190,8 @@ def test_every_methods_checkpoint_loads_weights_only(tmp_path, name):
              "supcon": ["method.stage=pretrain"], "rescom": ["method.k_neg=9"],
              "ldam_drw": ["model.classifier=cosine"], "crt": [f"method.init_from={tmp_path / 'ce.pt'}"]}.get(name, [])
     if name == "crt":  # a trained run to start from
-        save_checkpoint(Trainer(tiny_cfg(tmp_path / "ce")).state_dict(1), tmp_path / "ce.pt")
-    trainer = Trainer(tiny_cfg(tmp_path, f"method.name={name}", *extra))
+        save_checkpoint(Trainer.from_config(tiny_cfg(tmp_path / "ce")).state_dict(1), tmp_path / "ce.pt")
+    trainer = Trainer.from_config(tiny_cfg(tmp_path, f"method.name={name}", *extra))
     buf = io.BytesIO()
     torch.save(trainer.state_dict(1), buf)
     buf.seek(0)

@@ -56,7 +56,7 @@ def test_per_iteration_schedule_changes_the_lr_inside_an_epoch(tmp_path):
 
     from conftest import tiny_cfg
 
-    trainer = Trainer(tiny_cfg(tmp_path, "optim.per_iteration=true", "optim.warmup_epochs=1",
+    trainer = Trainer.from_config(tiny_cfg(tmp_path, "optim.per_iteration=true", "optim.warmup_epochs=1",
                                "train.max_steps_per_epoch=4", epochs=2))
     seen = []
     original = trainer.train_step

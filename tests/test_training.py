@@ -142,7 +142,7 @@ def test_device_pipeline_is_refused_with_a_reason_where_it_cannot_apply(tmp_path
     cfg = tiny_cfg(tmp_path, "method.name=dscl", "data.pipeline=device", "method.queue_size=64",
                    "method.patch_size=8", "method.stage=pretrain")
     with pytest.raises(config.ConfigError, match="dscl.*own per-image views"):
-        Trainer(cfg)
+        Trainer.from_config(cfg)
 
 
 def test_the_checkpoint_picked_on_val_has_its_test_figures_and_evaluations_are_timed(tmp_path):
@@ -159,7 +159,7 @@ def test_in_memory_evaluation_on_the_device_predicts_as_the_per_image_path(tmp_p
 
     cfg = tiny_cfg(tmp_path, "train.max_steps_per_epoch=4", epochs=2)
     train(cfg)
-    trainer = Trainer(resolution.resolve(None, [f"resume={tmp_path / 'run'}"], extra=config.load_yaml(tmp_path / "run" / "config.yaml")),
+    trainer = Trainer.from_config(resolution.resolve(None, [f"resume={tmp_path / 'run'}"], extra=config.load_yaml(tmp_path / "run" / "config.yaml")),
                       resume_from=load_checkpoint(tmp_path / "run"))
     per_image = predict_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device)
     on_device = predict_dataset(trainer.method, trainer.data.test, trainer.cfg, trainer.device, info=trainer.data.info)

@@ -19,7 +19,7 @@ class BalancedSupCon(Method):
 
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
-        feat = self.backbone.out_dim
+        feat = self.backbone.num_features
         self.head = ProjectionMLP(feat, feat, int(self.hparams["proj_dim"]))
 
     def view_recipes(self):

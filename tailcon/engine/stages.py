@@ -2,7 +2,7 @@
 
 A new run never writes into a directory that already holds one; a resumed run continues only
 what it is: same method, hyperparameters, model and data (keys that cannot change the result so
-far, :data:`RESUME_MAY_DIFFER`, excepted). A method with several stages (``Method.stages``)
+far, :func:`resume_safe_keys`, excepted). A method with several stages (``Method.stages``)
 runs them one after the other in ``RUN_DIR/<stage>``; a finished stage is skipped on resume.
 """
 
@@ -12,33 +12,30 @@ import shutil
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from .. import config, resolution
-from .. import distributed
+from .. import config, distributed, resolution
 from ..methods import get_method
+from .context import RunContext
 from .device import resolve_amp, resolve_device
 from .logging import output_copied_to
+from .trainer import Trainer
 from ..rundir import (CHECKPOINTS, TENSORBOARD, TRAINING_FILES, RunDir, RunDirError, RunLock, atomic_write_text,
-                     load_checkpoint, remove_stale_temporaries, run_dir_of, unique_run_dir)
+                     load_checkpoint, remove_stale_temporaries, run_to_resume, unique_run_dir)
 
-# Keys a resumed run may change: none of them can change what was computed so far.
-RESUME_MAY_DIFFER = frozenset({
-    "custom_imports",  # where a method's code comes from; the method and its keys are compared
-    "paper.top1", "paper.many", "paper.medium", "paper.few", "paper.source",  # what the run is compared with
-    "name", "run_dir", "resume", "device", "data.root", "data.download", "data.num_workers",
-    "model.pretrained",  # read by fresh runs only: a resumed run has the weights in its checkpoint
-    "train.wandb.project", "train.wandb.mode", "train.wandb.entity",  # where the logs also go
-    "data.eval_batch_size", "data.max_image_pixels", "train.progress", "train.log_every", "train.eval_every",
-    "train.epochs",  # extending; fewer than the epochs already trained is refused
-    "method.init_from",  # a stage that has started holds those weights in its own checkpoint
-})
+def resume_safe_keys(method_name: str) -> frozenset[str]:
+    """The keys a resumed run may change: the schema's resume-safe keys and the method's own
+    (:attr:`tailcon.methods.Method.resume_safe_keys`); none of them can change what was computed
+    so far."""
+    method = get_method(method_name)
+    return frozenset(config.keys_where(resume_safe=True)) | {f"method.{k}" for k in method.resume_safe_keys}
 
 
 def config_differences(saved: Mapping[str, Any], requested: Mapping[str, Any]) -> list[str]:
     """``key: saved -> requested`` for every key that differs and may not."""
     a, b = config.flatten(config.plain(config.complete(saved))), config.flatten(config.plain(config.complete(requested)))
+    allowed = resume_safe_keys(b["method.name"])
     show = lambda flat, k: repr(flat[k]) if k in flat else "(not set)"
     return [f"{k}: {show(a, k)} -> {show(b, k)}" for k in sorted(set(a) | set(b))
-            if k not in RESUME_MAY_DIFFER and (k not in a or k not in b or a[k] != b[k])]
+            if k not in allowed and (k not in a or k not in b or a[k] != b[k])]
 
 
 def check_resumable(saved: Mapping[str, Any], requested: Mapping[str, Any], epochs_done: int, where: Path) -> None:
@@ -46,42 +43,44 @@ def check_resumable(saved: Mapping[str, Any], requested: Mapping[str, Any], epoc
     if diff:
         raise RunDirError(f"cannot resume {where}: the requested config differs from the run's in "
                           + "; ".join(diff) + ". Only keys that cannot change the result so far may change ("
-                          + ", ".join(sorted(RESUME_MAY_DIFFER)) + "); start a new run with another run_dir= instead")
+                          + ", ".join(sorted(resume_safe_keys(requested["method"]["name"]))) + "); start a new run with another run_dir= instead")
     if int(requested["train"]["epochs"]) < epochs_done:
         raise RunDirError(f"cannot resume {where}: train.epochs={requested['train']['epochs']} but the run has "
                           f"already trained {epochs_done} epochs")
 
 
-def _saved_state(run: RunDir, resume: Path) -> tuple[Optional[dict], int]:
-    """The config a run was started with and its epochs done (a staged run: the whole command's
-    config; an ordinary one: its checkpoint's, else its config.yaml)."""
+def _saved_state(run: RunDir, resume: Path) -> tuple[Optional[dict], int, Optional[dict]]:
+    """The config a run was started with, its epochs done, and the checkpoint a resume continues
+    (a staged run: the whole command's config and no checkpoint; an ordinary one: its
+    checkpoint's, else its config.yaml)."""
     if run.stage_names():
-        return (config.load_yaml(run.config) if run.config.is_file() else None), 0
+        return (config.load_yaml(run.config) if run.config.is_file() else None), 0, None
     ckpt_path = resume if resume.is_file() else run.checkpoint("last")
     if ckpt_path.is_file():
         ckpt = load_checkpoint(ckpt_path)
-        return ckpt["config"], int(ckpt["epoch"])
-    return (config.load_yaml(run.config) if run.config.is_file() else None), 0
+        return ckpt["config"], int(ckpt["epoch"]), ckpt
+    return (config.load_yaml(run.config) if run.config.is_file() else None), 0, None
 
 
-def claim_run_dir(cfg: dict[str, Any]) -> Optional[RunLock]:
-    """Set ``cfg["run_dir"]`` and, on the main process, lock it. A new run into a directory that
-    holds one, a locked directory, and a resume that would continue something else are refused
-    before anything is written."""
-    lock, error = None, None
+def claim_run_dir(cfg: dict[str, Any]) -> tuple[Optional[RunLock], Optional[dict]]:
+    """Set ``cfg["run_dir"]`` and, on the main process, lock it; returns the lock and (main
+    process) the checkpoint a resume continues, read once for the check and for the run. A new
+    run into a directory that holds one, a locked directory, and a resume that would continue
+    something else are refused before anything is written."""
+    lock, checkpoint, error = None, None, None
     if distributed.is_main_process():
         try:
-            lock = _claim(cfg)
+            lock, checkpoint = _claim(cfg)
         except (RunDirError, config.ConfigError) as e:
             error = e
     # every rank stops together, and continues (or starts) what rank 0 decided
     cfg["run_dir"], cfg["resume"], error = distributed.broadcast_object((cfg["run_dir"], cfg["resume"], error))
     if error is not None:
         raise error
-    return lock
+    return lock, checkpoint
 
 
-def _claim(cfg: dict[str, Any]) -> RunLock:
+def _claim(cfg: dict[str, Any]) -> tuple[RunLock, Optional[dict]]:
     if cfg["resume"] == "auto":  # continue run_dir if it holds a run, else start it
         run = RunDir(cfg["run_dir"])
         cfg["resume"] = str(run.path) if run.holds_run() else None
@@ -89,18 +88,14 @@ def _claim(cfg: dict[str, Any]) -> RunLock:
             print(f"tailcon: resume=auto: continuing the run in {run.path}")
     if cfg["resume"]:
         resume = Path(cfg["resume"])
-        if not resume.exists():
-            raise RunDirError(f"resume={resume}: no such run directory or checkpoint")
-        run = RunDir(run_dir_of(resume))
-        if not (run.config.is_file() or run.checkpoint("last").is_file() or resume.is_file()):
-            raise RunDirError(f"resume={resume}: {run.path} holds no tailcon run (no config.yaml, no last.pt)")
+        run = run_to_resume(resume)
         cfg["run_dir"] = str(run.path)
-        saved, done = _saved_state(run, resume)  # checkpoints are written atomically: safe to read unlocked
+        saved, done, checkpoint = _saved_state(run, resume)  # checkpoints are written atomically: safe unlocked
         if saved is not None:
             check_resumable(saved, cfg, done, run.path)  # a refused resume touches nothing, not even the lock
         lock = run.lock().acquire()
         _clean_stale(run)
-        return lock
+        return lock, checkpoint
     run = RunDir(cfg["run_dir"] or unique_run_dir(cfg["name"]))
     cfg["run_dir"] = str(run.path)
     if run.holds_run():  # checked before the lock file is made: a refused run changes nothing
@@ -109,7 +104,7 @@ def _claim(cfg: dict[str, Any]) -> RunLock:
     if run.holds_run():  # another process got there between the check and the lock
         lock.release()
         raise RunDirError(_occupied(run))
-    return lock
+    return lock, None
 
 
 def remove_unstarted(run: RunDir) -> None:
@@ -146,21 +141,24 @@ def _occupied(run: RunDir) -> str:
 
 
 def train(cfg: dict[str, Any]) -> dict[str, Any]:
-    """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint."""
+    """Train from a resolved config; ``cfg['resume']`` continues a run directory or checkpoint.
+    The config is validated, the device and precision resolved, the run directory claimed and the
+    resumed checkpoint read here, once; the trainer gets them as a :class:`RunContext`."""
     distributed.init_from_env()  # under torchrun: join the process group
     cfg = resolution.validate(cfg)
     elastic_resume(cfg)
-    resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # before any directory is touched
-    lock = claim_run_dir(cfg)
+    device = resolve_device(cfg["device"])  # before any directory is touched
+    amp = resolve_amp(device, cfg["train"]["amp"])
+    lock, checkpoint = claim_run_dir(cfg)
     try:
         with output_copied_to(RunDir(cfg["run_dir"]).log, enabled=distributed.is_main_process()) as log:
             try:
                 stages = get_method(cfg["method"]["name"]).stages(cfg)
                 if not stages:
-                    result = _train_single(cfg)
+                    result = _train_single(RunContext(cfg, device, amp, checkpoint, lock))
                     distributed.barrier()
                     return result
-                return _train_stages(cfg, stages)
+                return _train_stages(RunContext(cfg, device, amp, None, lock), stages)
             except Exception as e:
                 if log is not None:  # the error the command line prints, in the run's log too
                     log.write(f"tailcon: error: {type(e).__name__}: {e}\n")
@@ -190,7 +188,8 @@ def elastic_resume(cfg: dict[str, Any]) -> None:
         cfg["resume"] = "auto"
 
 
-def _train_stages(cfg: dict[str, Any], stages: list[tuple[str, dict]]) -> dict[str, Any]:
+def _train_stages(context: RunContext, stages: list[tuple[str, dict]]) -> dict[str, Any]:
+    cfg = context.cfg
     root = RunDir(cfg["run_dir"])
     main = distributed.is_main_process()
     if main:
@@ -203,13 +202,13 @@ def _train_stages(cfg: dict[str, Any], stages: list[tuple[str, dict]]) -> dict[s
         stage_cfg = config.merge(cfg, overrides)
         stage_cfg["run_dir"] = str(stage.path)
         stage_cfg["resume"] = str(stage.path) if stage.checkpoint("last").is_file() else None
-        if stage_cfg["resume"]:
-            ckpt = load_checkpoint(stage.checkpoint("last"))
-            check_resumable(ckpt["config"], resolution.validate(stage_cfg), int(ckpt["epoch"]),
-                            stage.path)
+        stage_cfg = resolution.validate(stage_cfg)  # a stage's config is a config of its own
+        checkpoint = load_checkpoint(stage.checkpoint("last")) if stage_cfg["resume"] else None
+        if checkpoint is not None:
+            check_resumable(checkpoint["config"], stage_cfg, int(checkpoint["epoch"]), stage.path)
         if main:
             print(f"tailcon: stage {name!r} -> {stage.path}")
-        result = _train_single(stage_cfg)
+        result = _train_single(RunContext(stage_cfg, context.device, context.amp, checkpoint, context.lock))
         distributed.barrier()  # the stage's checkpoints are written before any rank moves on
     final = root.stage(stages[-1][0])
     if main and final.results.is_file():
@@ -217,12 +216,11 @@ def _train_stages(cfg: dict[str, Any], stages: list[tuple[str, dict]]) -> dict[s
     return result
 
 
-def _train_single(cfg: dict[str, Any]) -> dict[str, Any]:
-    from .trainer import Trainer
-
-    run = RunDir(cfg["run_dir"])
-    resume = Path(cfg["resume"]) if cfg["resume"] else None
-    ckpt_path = resume if resume is not None and resume.is_file() else run.checkpoint("last")
-    ckpt = load_checkpoint(ckpt_path) if resume is not None and ckpt_path.is_file() else None
-    return Trainer(cfg, resume_from=ckpt).fit()
-
+def _train_single(context: RunContext) -> dict[str, Any]:
+    cfg = context.cfg
+    if context.resume_from is None and cfg["resume"]:  # the other ranks (rank 0 read it when claiming)
+        resume = Path(cfg["resume"])
+        ckpt_path = resume if resume.is_file() else RunDir(cfg["run_dir"]).checkpoint("last")
+        if ckpt_path.is_file():
+            context.resume_from = load_checkpoint(ckpt_path)
+    return Trainer(context).fit()

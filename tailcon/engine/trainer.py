@@ -17,9 +17,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 
-from .. import config, resolution
+from .. import config, distributed
 from ..errors import TailconError
-from .. import distributed
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
 from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
@@ -27,7 +26,8 @@ from ..models import check_input_size
 from ..models.grouped_bn import convert_grouped_batchnorm, images_per_view
 from ..models.sync_batchnorm import convert_sync_batchnorm
 from ..models.trainable import set_trainable
-from .device import autocast_context, resolve_amp, resolve_device
+from .context import RunContext
+from .device import autocast_context
 from .evaluation import predict_dataset, show_progress
 from .geometry import knn_predict
 from .host import tune_host_allocator
@@ -56,81 +56,117 @@ class _TrainingStep(torch.nn.Module):
 
 
 class Trainer:
-    """One run (or one stage) of training in ``cfg["run_dir"]``. The caller owns the run
-    directory (:func:`tailcon.engine.stages.train` claims and locks it); pass the checkpoint to
-    continue from as ``resume_from``."""
+    """One run (or one stage) of training in ``cfg["run_dir"]``, from a :class:`RunContext`
+    (:func:`tailcon.engine.stages.train` builds it: the validated config, device, precision, the
+    run directory's lock and the checkpoint to continue). :meth:`from_config` builds one from a
+    config alone (tests, ``tailcon bench``)."""
 
-    def __init__(self, cfg: dict[str, Any], resume_from: Optional[Mapping[str, Any]] = None):
-        self.cfg = cfg = resolution.validate(cfg)
-        self.device = resolve_device(cfg["device"])
-        self.amp = resolve_amp(self.device, cfg["train"]["amp"])  # a wrong value fails here, not at step 1
+    def __init__(self, context: RunContext):
+        self.context = context
+        self.cfg, self.device, self.amp = context.cfg, context.device, context.amp
         self.rank, self.world_size = distributed.rank(), distributed.world_size()
         self.is_main = self.rank == 0
+        self.seed = int(self.cfg["seed"])
+        self.run = RunDir(self.cfg["run_dir"]) if self.cfg["run_dir"] else None  # None: nothing is saved (bench)
+        resume_from = context.resume_from
+        self._set_up_process()
+        self.data = self._build_data(resume_from)
+        self.method = self._build_method(fresh=resume_from is None)
+        self.step_fn = self._build_step_function()
+        self._build_optimization()
+        self._build_loaders()
+        self.start_epoch = 0
+        self.best: Optional[dict[str, Any]] = None
+        self.pending: Optional[dict[str, Any]] = None  # an epoch trained and saved but not yet evaluated
+        if resume_from is not None:
+            self.load_state(resume_from)
+        else:
+            self.method.initialize()  # e.g. a linear stage takes stage 1's weights
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, Any], resume_from: Optional[Mapping[str, Any]] = None) -> "Trainer":
+        return cls(RunContext.of(cfg, resume_from))
+
+    # ---- builders ---------------------------------------------------------------------------
+    def _set_up_process(self) -> None:
         if self.device.type == "cpu":
             tune_host_allocator()
-        self.seed = int(cfg["seed"])
         seed_everything(self.seed)
-        if cfg["train"]["deterministic"]:
+        if self.cfg["train"]["deterministic"]:
             torch.use_deterministic_algorithms(True, warn_only=True)
         elif self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.run = RunDir(cfg["run_dir"]) if cfg["run_dir"] else None  # None: nothing is saved (bench)
-        self.data = build_data(cfg)
-        if resume_from is not None:
-            check_same_data(resume_from, self.data)
-        m = cfg["model"]
-        if resume_from is None and m["require_pretrained"] and not m["pretrained"]:
-            raise config.ConfigError(f"this config trains from pre-trained weights (model.require_pretrained=true): give "
-                                f"model.pretrained=PATH, a {m['backbone']} weights file (torchvision/timm .pth or "
-                                ".safetensors) or a tailcon run")
-        self.method = build_method(cfg, self.data.num_classes, self.data.cls_num_list,
-                                   load_pretrained=resume_from is None)
-        info = self.data.info
-        check_input_size(self.method.backbone, info.size, m["backbone"])  # before the run writes anything
-        eval_tf = build_eval_transform(info)
-        self.data.test.transform = eval_tf
-        if self.data.val is not None:
-            self.data.val.transform = eval_tf
-        if m["bn_batch"]:  # the authors' per-GPU BatchNorm batches on any number of devices
-            convert_grouped_batchnorm(self.method, m["bn_batch"], m["bn_layout"], skip=self.method.replicated_modules)
-        set_trainable(self.method, m["trainable"])
-        if cfg["model"]["sync_bn"] and self.world_size > 1:
-            convert_sync_batchnorm(self.method, self.device, skip=self.method.replicated_modules)
-        self.memory_format = torch.channels_last if cfg["train"]["channels_last"] else torch.contiguous_format
-        self.method.to(self.device, memory_format=self.memory_format)
-        if cfg["train"]["compile"]:  # in place: checkpoint keys stay those of the plain module
-            mode = cfg["train"]["compile"]
-            self.method.backbone.compile(mode=None if mode is True else mode)
-        self.step_fn = self.method.training_step
-        if self.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
 
-            # buffers (queues, BN statistics) are not broadcast: queues are updated identically on
-            # every rank from gathered keys; use model.sync_bn for identical BN statistics
-            with warnings.catch_warnings():  # newer torch renames broadcast_buffers; >= 2.4 needs this name
-                warnings.simplefilter("ignore", FutureWarning)
-                ddp = DDP(_TrainingStep(self.method),
-                          device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                          broadcast_buffers=False, find_unused_parameters=self.method.has_unused_parameters)
-            self.step_fn = lambda views, labels, **extra: ddp(views, labels, extra)
-        self.optimizer = build_optimizer(self.method, cfg["optim"])
-        self.accumulate = int(cfg["train"]["accumulate"])
+    def _build_data(self, resume_from: Optional[Mapping[str, Any]]):
+        data = build_data(self.cfg)
+        if resume_from is not None:
+            check_same_data(resume_from, data)
+        eval_tf = build_eval_transform(data.info)
+        data.test.transform = eval_tf
+        if data.val is not None:
+            data.val.transform = eval_tf
+        return data
+
+    def _build_method(self, fresh: bool):
+        """The method on the device, in the configured BatchNorm layout and trainable parts; a
+        fresh run starts its backbone from ``model.pretrained``."""
+        m = self.cfg["model"]
+        if fresh and m["require_pretrained"] and not m["pretrained"]:
+            raise config.ConfigError(f"this config trains from pre-trained weights (model.require_pretrained=true): "
+                                     f"give model.pretrained=PATH, a {m['backbone']} weights file (torchvision/timm "
+                                     ".pth or .safetensors) or a tailcon run")
+        method = build_method(self.cfg, self.data.num_classes, self.data.cls_num_list, load_pretrained=fresh)
+        check_input_size(method.backbone, self.data.info.size, m["backbone"])  # before the run writes anything
+        if m["bn_batch"]:  # the authors' per-GPU BatchNorm batches on any number of devices
+            convert_grouped_batchnorm(method, m["bn_batch"], m["bn_layout"], skip=method.replicated_modules)
+        set_trainable(method, m["trainable"])
+        if m["sync_bn"] and self.world_size > 1:
+            convert_sync_batchnorm(method, self.device, skip=method.replicated_modules)
+        self.memory_format = torch.channels_last if self.cfg["train"]["channels_last"] else torch.contiguous_format
+        method.to(self.device, memory_format=self.memory_format)
+        if self.cfg["train"]["compile"]:  # in place: checkpoint keys stay those of the plain module
+            mode = self.cfg["train"]["compile"]
+            method.backbone.compile(mode=None if mode is True else mode)
+        return method
+
+    def _build_step_function(self):
+        """The method's training step, wrapped in DDP under torchrun."""
+        if self.world_size == 1:
+            return self.method.training_step
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        # buffers (queues, BN statistics) are not broadcast: queues are updated identically on
+        # every rank from gathered keys; use model.sync_bn for identical BN statistics
+        with warnings.catch_warnings():  # newer torch renames broadcast_buffers; >= 2.4 needs this name
+            warnings.simplefilter("ignore", FutureWarning)
+            ddp = DDP(_TrainingStep(self.method),
+                      device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                      broadcast_buffers=False, find_unused_parameters=self.method.has_unused_parameters)
+        return lambda views, labels, **extra: ddp(views, labels, extra)
+
+    def _build_optimization(self) -> None:
+        """Optimiser, gradient accumulation and clipping, loss scaling, the weights' EMA."""
+        t, o = self.cfg["train"], self.cfg["optim"]
+        self.optimizer = build_optimizer(self.method, o)
+        self.accumulate = int(t["accumulate"])
+        self.clip_grad_norm = float(o["clip_grad_norm"]) if o["clip_grad_norm"] is not None else None
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp == "fp16"))
         self.ema = None
-        if cfg["train"]["ema"] is not None:  # a copy of the weights (and BN statistics), averaged after every step
+        if t["ema"] is not None:  # a copy of the weights (and BN statistics), averaged after every step
             from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
-            self.ema = AveragedModel(self.method, multi_avg_fn=get_ema_multi_avg_fn(float(cfg["train"]["ema"])),
+            self.ema = AveragedModel(self.method, multi_avg_fn=get_ema_multi_avg_fn(float(t["ema"])),
                                      use_buffers=True)
-        clip = cfg["optim"]["clip_grad_norm"]
-        self.clip_grad_norm = float(clip) if clip is not None else None
-        self.scaler = torch.amp.GradScaler(self.device.type, enabled=(self.amp == "fp16"))
+
+    def _build_loaders(self) -> None:
+        """The training batches (and a method's paired batches), through the chosen pipeline."""
+        d, info = self.cfg["data"], self.data.info
         paired = self.method.paired_batch()  # e.g. Hybrid's class-balanced CE batch, drawn alongside
-        self.pipeline = choose_pipeline(cfg["data"]["pipeline"], self.method, self.data, self.device,
+        self.pipeline = choose_pipeline(d["pipeline"], self.method, self.data, self.device,
                                         paired[1] if paired else ())
-        self.sampler = EpochSampler(self.data.train.targets, cfg["data"]["sampler"], seed=self.seed)
+        self.sampler = EpochSampler(self.data.train.targets, d["sampler"], seed=self.seed)
         self.loader = self._train_loader(self.data.train, self.sampler, self.seed, self.method.view_recipes(),
                                          self.method.train_transform(info))
-        d = cfg["data"]
         if GlobalBatches(self.sampler, int(d["batch_size"]), bool(d["drop_last"]), self.world_size).dropped_single:
             self.log(f"tailcon: note: each epoch's last batch would hold one image per process ({len(self.data.train)} "
                      f"images, batch {d['batch_size']}); BatchNorm cannot normalise one image, so it is left out")
@@ -140,13 +176,6 @@ class Trainer:
             self.paired_sampler = EpochSampler(self.data.train.targets, sampler_mode, seed=self.seed + 1)
             self.paired_loader = self._train_loader(copy.copy(self.data.train), self.paired_sampler, self.seed + 1,
                                                     recipes, build_train_transform(recipes, info))
-        self.start_epoch = 0
-        self.best: Optional[dict[str, Any]] = None
-        self.pending: Optional[dict[str, Any]] = None  # an epoch trained and saved but not yet evaluated
-        if resume_from is not None:
-            self.load_state(resume_from)
-        else:
-            self.method.initialize()  # e.g. a linear stage takes stage 1's weights
 
     def _train_loader(self, dataset, sampler: EpochSampler, seed: int, recipes, transform):
         return build_train_loader(self.pipeline, dataset, sampler, seed, recipes, transform, self.data, self.cfg,

@@ -52,7 +52,7 @@ class InferenceModel(nn.Module):
 def _build(meta: dict[str, Any]) -> InferenceModel:
     m = config.complete(meta["config"])["model"]
     backbone = build_backbone(m["backbone"])
-    classifier = build_classifier(m["classifier"], backbone.out_dim, int(meta["num_classes"]), float(m["cosine_scale"]))
+    classifier = build_classifier(m["classifier"], backbone.num_features, int(meta["num_classes"]), float(m["cosine_scale"]))
     info = meta["image_info"]
     return InferenceModel(backbone, classifier, info["mean"], info["std"])
 

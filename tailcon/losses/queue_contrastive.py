@@ -11,7 +11,7 @@ terms and needs no gather: the DDP average of the local means is the global mean
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
@@ -37,6 +37,18 @@ def _gather_two_view_rows(x: torch.Tensor, grad: bool) -> torch.Tensor:
 
 
 @full_precision
+def mining_counts_problem(k_pos: int, k_neg: int, num_classes: int, size_per_class: int) -> Optional[str]:
+    """What is wrong with mining ``k_pos`` positives and ``k_neg`` negatives from a class-balanced
+    queue of ``size_per_class`` slots per class, or None: the queue holds Q own-class slots and
+    (C-1)*Q other-class ones."""
+    if not 1 <= k_pos <= size_per_class:
+        return f"k_pos={k_pos} must be between 1 and the queue's Q={size_per_class} slots per class"
+    if not 0 <= k_neg <= (num_classes - 1) * size_per_class:
+        return (f"k_neg={k_neg} exceeds the {(num_classes - 1) * size_per_class} negatives the queue holds "
+                f"((C-1)*Q with C={num_classes}, Q={size_per_class})")
+    return None
+
+
 def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Tensor, size_per_class: int,
                   k_pos: int, k_neg: int, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """ResCom's contrastive logits with supervised hard-pair mining (spec A.3).
@@ -53,10 +65,9 @@ def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Te
     if num_slots % size_per_class:
         raise ValueError(f"queue has {num_slots} slots, not a multiple of size_per_class={size_per_class}")
     num_classes = num_slots // size_per_class
-    if not 1 <= k_pos <= size_per_class:
-        raise ValueError(f"k_pos={k_pos} must be in [1, Q={size_per_class}]")
-    if not 0 <= k_neg <= (num_classes - 1) * size_per_class:
-        raise ValueError(f"k_neg={k_neg} must be at most (C-1)*Q = {(num_classes - 1) * size_per_class}")
+    problem = mining_counts_problem(k_pos, k_neg, num_classes, size_per_class)
+    if problem:
+        raise ValueError(problem)
     if gather:
         feat, labels = _gather_two_view_rows(feat, grad=True), _gather_two_view_rows(labels, grad=False)
     n = feat.shape[0]
@@ -183,12 +194,13 @@ def pbsd_loss(roi_features: torch.Tensor, small_q: torch.Tensor, k: torch.Tensor
 
 
 class DSCLLoss(nn.Module):
-    def __init__(self, temperature: float = 0.07, weighted_beta: float = 8.0):
+    def __init__(self, temperature: float = 0.07, weighted_beta: float = 8.0, gather: bool = True):
         super().__init__()
-        self.temperature, self.weighted_beta = temperature, weighted_beta
+        self.temperature, self.weighted_beta, self.gather = temperature, weighted_beta, gather
 
     def forward(self, q, k, queue_keys, queue_labels, labels):
-        return dscl_loss(q, k, queue_keys, queue_labels, labels, self.temperature, self.weighted_beta)
+        return dscl_loss(q, k, queue_keys, queue_labels, labels, self.temperature, self.weighted_beta,
+                         gather=self.gather)
 
 
 class PBSDLoss(nn.Module):

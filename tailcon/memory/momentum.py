@@ -18,6 +18,12 @@ class MomentumEncoder(nn.Module):
         for p in self.encoder.parameters():
             p.requires_grad_(False)
         self.momentum = momentum
+        self._online = (online,)  # a tuple: not a submodule, so not saved or moved twice
+
+    @torch.no_grad()
+    def copy_online(self) -> None:
+        """Start again as a copy of the online encoder (after weights were loaded into it)."""
+        self.encoder.load_state_dict(self._online[0].state_dict())
 
     @torch.no_grad()
     def update(self, online: nn.Module) -> None:

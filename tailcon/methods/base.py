@@ -7,7 +7,6 @@ augmented views it needs, and turns one batch of views into a dict of losses. Th
 
 from __future__ import annotations
 
-import contextvars
 from typing import Any, Callable, ClassVar, Mapping, Sequence
 
 import torch
@@ -17,6 +16,7 @@ from ..config import (ConfigError, Rule, check_keys, check_values, integer, list
                       suggest)
 from ..data.samplers import SAMPLERS
 from ..data.transforms import RECIPES, ImageInfo, build_train_transform
+from ..memory import MomentumEncoder
 from ..models import build_backbone, build_classifier, load_pretrained
 
 METHODS: dict[str, type["Method"]] = {}
@@ -50,21 +50,15 @@ COMMON_RULES: dict[str, Rule] = {
 }
 
 
-# set by build_method for the constructor: load model.pretrained into the backbone as soon as it
-# exists, before any method copies it (momentum key encoders)
-_LOAD_PRETRAINED: contextvars.ContextVar[bool] = contextvars.ContextVar("load_pretrained", default=False)
-
-
 def build_method(cfg: Mapping[str, Any], num_classes: int, cls_num_list: Sequence[int],
                  load_pretrained: bool = False) -> "Method":
     """The method ``cfg["method"]["name"]`` for ``num_classes`` classes with these training counts.
     ``load_pretrained``: start the backbone from ``model.pretrained`` (a fresh training run; a
     checkpoint being loaded has its own weights)."""
-    token = _LOAD_PRETRAINED.set(load_pretrained)
-    try:
-        return get_method(cfg["method"]["name"])(cfg, num_classes, cls_num_list)
-    finally:
-        _LOAD_PRETRAINED.reset(token)
+    method = get_method(cfg["method"]["name"])(cfg, num_classes, cls_num_list)
+    if load_pretrained and cfg["model"]["pretrained"]:
+        method.start_from_pretrained(cfg["model"]["pretrained"])
+    return method
 
 
 class Method(nn.Module):
@@ -81,6 +75,9 @@ class Method(nn.Module):
     soft_targets: ClassVar[bool] = False
     # True when some trainable parameters get no gradient in a step (DDP must then look for them)
     has_unused_parameters: bool = False
+    # method keys a resumed run may change (besides the schema's resume-safe keys): none of them can
+    # change what was computed so far
+    resume_safe_keys: ClassVar[tuple[str, ...]] = ()
     # submodules whose input is the same on every rank (not a data batch): model.sync_bn leaves
     # their BatchNorm local, so its statistics stay those of one process
     replicated_modules: tuple[str, ...] = ()
@@ -101,10 +98,16 @@ class Method(nn.Module):
         self.register_buffer("cls_num", torch.as_tensor(list(cls_num_list), dtype=torch.float64), persistent=False)
         m = cfg["model"]
         self.backbone = build_backbone(m["backbone"], bool(m["zero_init_residual"]))
-        if _LOAD_PRETRAINED.get() and m.get("pretrained"):
-            load_pretrained(self.backbone, m["pretrained"])
-        self.classifier = build_classifier(m["classifier"], self.backbone.out_dim, self.num_classes,
+        self.classifier = build_classifier(m["classifier"], self.backbone.num_features, self.num_classes,
                                            float(m["cosine_scale"]))
+
+    def start_from_pretrained(self, path: str) -> None:
+        """Load the weights file or run ``path`` into the backbone; momentum key encoders, which
+        copied the backbone when they were built, copy it again (as if built after loading)."""
+        load_pretrained(self.backbone, path)
+        for module in self.modules():
+            if isinstance(module, MomentumEncoder):
+                module.copy_online()
 
     @classmethod
     def validate_config(cls, method_cfg: Mapping[str, Any]) -> dict[str, Any]:

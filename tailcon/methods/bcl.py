@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 
 from ..config import number, one_of
-from ..losses import bcl_loss, logit_adjusted_cross_entropy, supcon_loss
+from ..losses import BalancedContrastiveLoss, SupConLoss, logit_adjusted_cross_entropy
 from ..models import ProjectionMLP
 from .base import Method, register
 from ..config import ConfigError
@@ -52,9 +52,11 @@ class BCL(Method):
         h = self.hparams
         if h["cl_views"] not in CL_VIEWS:
             raise ConfigError(f"method.cl_views={h['cl_views']!r}; expected one of {', '.join(CL_VIEWS)}")
-        feat = self.backbone.out_dim
+        feat = self.backbone.num_features
         self.head = ProjectionMLP(feat, int(h["proj_hidden"]), int(h["proj_dim"]), batch_norm=True)
         self.center_head = ProjectionMLP(feat, int(h["proj_hidden"]), int(h["proj_dim"]), batch_norm=True)
+        tau = float(h["temperature"])
+        self.contrast = SupConLoss(tau) if h["contrastive_loss"] == "supcon" else BalancedContrastiveLoss(tau)
 
     @property
     def has_unused_parameters(self) -> bool:  # the SCL ablation leaves the centre head idle
@@ -76,10 +78,9 @@ class BCL(Method):
         z = self.head(feats)[b:]  # the authors run h on all views; the first B are unused
         features = torch.stack(z.split(b), dim=1)  # [B, 2, d]
         loss_ce = logit_adjusted_cross_entropy(logits, labels, self.cls_num, float(self.hparams["tau_la"]))
-        tau = float(self.hparams["temperature"])
         if self.hparams["contrastive_loss"] == "supcon":
-            loss_con = supcon_loss(features, labels, tau)
+            loss_con = self.contrast(features, labels)
         else:
-            loss_con = bcl_loss(features, labels, self.centers(), tau)
+            loss_con = self.contrast(features, labels, self.centers())
         loss = float(self.hparams["alpha"]) * loss_ce + float(self.hparams["beta"]) * loss_con
         return {"loss": loss, "loss_ce": loss_ce.detach(), "loss_con": loss_con.detach()}

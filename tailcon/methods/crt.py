@@ -7,16 +7,17 @@ evaluate, export, predict, compare it like any other.
 
 from __future__ import annotations
 
-import torch
-from torch import nn
-
 from ..config import ConfigError
+from ..models.pretrained import backbone_weights
+from ..rundir import load_checkpoint
 from .base import Method, register
+from .two_stage import FrozenBackboneClassifier
 
 
 @register
-class CRT(Method):
+class CRT(FrozenBackboneClassifier, Method):
     name = "crt"
+    resume_safe_keys = ("init_from",)  # a started run holds the backbone in its own checkpoint
     defaults = {
         "init_from": None,  # the trained run (or checkpoint) whose backbone is re-used
         "bn_train": False,  # True: BatchNorm re-estimates statistics on the class-balanced batches
@@ -31,15 +32,13 @@ class CRT(Method):
 
     def initialize(self) -> None:
         """Load the trained backbone (fresh runs only: a resumed cRT run has it in its checkpoint)."""
-        from ..rundir import load_checkpoint
-
         ckpt = load_checkpoint(self.hparams["init_from"], for_inference=True)
         trained = (ckpt.get("config") or {}).get("model", {}).get("backbone")
         mine = self.cfg["model"]["backbone"]
         if trained and trained != mine:
             raise ConfigError(f"method.init_from={self.hparams['init_from']} was trained with model.backbone={trained}; "
                               f"this config has {mine}: add model.backbone={trained}")
-        state = {k[len("backbone."):]: v for k, v in ckpt["model"].items() if k.startswith("backbone.")}
+        state = backbone_weights(ckpt["model"])
         if not state:
             raise ConfigError(f"{self.hparams['init_from']} holds no backbone weights")
         try:
@@ -48,13 +47,8 @@ class CRT(Method):
             raise ConfigError(f"{self.hparams['init_from']}: its backbone does not fit this model: "
                               f"{str(e).splitlines()[1].strip() if len(str(e).splitlines()) > 1 else e}") from None
 
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if not self.hparams["bn_train"]:
-            self.backbone.eval()  # the frozen features keep the trained run's BatchNorm statistics
-        return self
+    def keeps_bn_statistics(self) -> bool:
+        return not self.hparams["bn_train"]
 
     def training_step(self, views, labels):
-        with torch.no_grad():
-            feats = self.backbone(views[0])
-        return {"loss": nn.functional.cross_entropy(self.classifier(feats), labels)}
+        return self.linear_step(views, labels)

@@ -19,7 +19,7 @@ from torchvision.ops import roi_align
 
 from ..config import integer, list_of, number, one_of
 from ..data.patches import PatchViews
-from ..losses import dscl_loss, pbsd_loss
+from ..losses import DSCLLoss, PBSDLoss
 from ..losses.precision import at_least_fp32
 from ..memory import LabeledQueue, MomentumEncoder, shuffled_key_forward
 from ..models import feature_map
@@ -33,7 +33,7 @@ class _Encoder(nn.Module):
     def __init__(self, backbone: nn.Module, proj_hidden: int, proj_dim: int):
         super().__init__()
         self.backbone = backbone
-        feat = backbone.out_dim
+        feat = backbone.num_features
         self.head = nn.Sequential(nn.Linear(feat, proj_hidden), nn.ReLU(inplace=True), nn.Linear(proj_hidden, proj_dim))
 
     def project(self, pooled: torch.Tensor) -> torch.Tensor:
@@ -83,6 +83,9 @@ class DSCL(TwoStageMixin, Method):
         self.key_encoder = MomentumEncoder(self.encoder, float(h["momentum"]))
         self.queue = LabeledQueue(int(h["queue_size"]), int(h["proj_dim"]),
                                   random_init_labels=bool(h["queue_random_init_labels"]))
+        self.dscl_loss = DSCLLoss(float(h["temperature"]), float(h["weighted_beta"]),
+                                  gather=h["contrast_batch"] == "global")
+        self.pbsd_loss = PBSDLoss(float(h["temperature"]))
         # stage 2 starts from a fresh classifier: N(0, 0.01^2) weights, zero bias (spec B.7)
         if isinstance(self.classifier, nn.Linear):
             nn.init.normal_(self.classifier.weight, std=0.01)
@@ -119,9 +122,8 @@ class DSCL(TwoStageMixin, Method):
         # students: one forward per patch index (separate BN batches, as in the authors' code)
         students = torch.stack([self.encoder(patches[:, i]) for i in range(num_patches)])
         queue_keys, queue_labels = self.queue.keys.clone(), self.queue.labels.clone()  # pushed before backward
-        loss_dscl = dscl_loss(q, k, queue_keys, queue_labels, labels, float(h["temperature"]), float(h["weighted_beta"]),
-                              gather=h["contrast_batch"] == "global")
-        loss_pbsd = pbsd_loss(teacher, students, k, queue_keys, float(h["temperature"]))
+        loss_dscl = self.dscl_loss(q, k, queue_keys, queue_labels, labels)
+        loss_pbsd = self.pbsd_loss(teacher, students, k, queue_keys)
         self.queue.push(k, labels)
         loss = loss_dscl + float(h["pbsd_weight"]) * loss_pbsd
         return {"loss": loss, "loss_dscl": loss_dscl.detach(), "loss_pbsd": loss_pbsd.detach()}

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..losses import psc_loss, supcon_loss
+from ..losses import PrototypicalSupConLoss, SupConLoss
 from ..models import ProjectionMLP
 from .base import Method, register
 
@@ -31,7 +31,7 @@ class _Hybrid(Method):
 
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
-        feat = self.backbone.out_dim
+        feat = self.backbone.num_features
         h = self.hparams
         self.head = ProjectionMLP(feat, int(h["proj_hidden"] or feat), int(h["proj_dim"]), batch_norm=False)
         self.register_buffer("alpha", torch.ones(()), persistent=False)
@@ -70,8 +70,12 @@ class _Hybrid(Method):
 class HybridSC(_Hybrid):
     name = "hybrid_sc"
 
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
+        self.supcon_loss = SupConLoss(float(self.hparams["temperature"]))
+
     def feature_loss(self, features, labels):
-        return supcon_loss(features, labels, float(self.hparams["temperature"]))
+        return self.supcon_loss(features, labels)
 
 
 @register
@@ -83,7 +87,8 @@ class HybridPSC(_Hybrid):
         super().__init__(cfg, num_classes, cls_num_list)
         # learnable prototypes, N(0, 1) then normalised; re-normalised at every use [ASSUME]
         self.prototypes = nn.Parameter(F.normalize(torch.randn(self.num_classes, int(self.hparams["proj_dim"])), dim=1))
+        self.psc_loss = PrototypicalSupConLoss(float(self.hparams["temperature"]),
+                                               bool(self.hparams["include_positive_in_denominator"]))
 
     def feature_loss(self, features, labels):
-        return psc_loss(features, labels, F.normalize(self.prototypes, dim=1), float(self.hparams["temperature"]),
-                        bool(self.hparams["include_positive_in_denominator"]))
+        return self.psc_loss(features, labels, F.normalize(self.prototypes, dim=1))

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..config import integer, number, one_of
-from ..losses import gpaco_loss, paco_loss
+from ..losses import GPaCoLoss, PaCoLoss
 from ..memory import LabeledQueue, MomentumEncoder
 from ..models import ProjectionMLP
 from .base import Method, register
@@ -56,7 +56,7 @@ class _Parametric(Method):
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
-        feat = self.backbone.out_dim
+        feat = self.backbone.num_features
         self.encoder = _ProjectedBackbone(self.backbone, self.build_head(feat, int(h["proj_hidden"] or feat),
                                                                          int(h["proj_dim"])))
         # the authors initialise the queue with random labels; they are real labels after K / (global batch) steps
@@ -84,6 +84,7 @@ class PaCo(_Parametric):
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
         self.key_encoder = MomentumEncoder(self.encoder, float(self.hparams["momentum"]))
+        self.paco_loss = PaCoLoss(cls_num_list, **self.loss_kwargs())
 
     def build_head(self, feat, hidden, out):
         return ProjectionMLP(feat, hidden, out, batch_norm=True)  # Linear-BN-ReLU-Linear
@@ -95,7 +96,7 @@ class PaCo(_Parametric):
         logits = self.classifier(feats)
         k = self.key_encoder(key)[1]
         keys, key_labels = self.queue.keys.clone(), self.queue.labels.clone()  # pushed before backward
-        loss = paco_loss(q, k, labels, keys, key_labels, logits, self.cls_num, **self.loss_kwargs())
+        loss = self.paco_loss(q, k, labels, keys, key_labels, logits)
         self.queue.push(k, labels)
         return {"loss": loss}
 
@@ -106,6 +107,12 @@ class GPaCo(_Parametric):
     defaults = {**_COMMON, "logit_adjust": True, "smooth": 0.0, "key_view": "sim_cifar_blur_p02",
                 "separate_forward": False}
     rules = {**_RULES, "smooth": number(0, 1, hi_open=True)}
+
+    def __init__(self, cfg, num_classes, cls_num_list):
+        super().__init__(cfg, num_classes, cls_num_list)
+        h = self.hparams
+        self.gpaco_loss = GPaCoLoss(cls_num_list if h["logit_adjust"] else None, smooth=float(h["smooth"]),
+                                    **self.loss_kwargs())
 
     def build_head(self, feat, hidden, out):
         return ProjectionMLP(feat, hidden, out, batch_norm=False, hidden_layers=2)  # (Linear-ReLU) x 2 - Linear
@@ -121,8 +128,7 @@ class GPaCo(_Parametric):
         logits = self.classifier(feats)  # [2B, C]: view-1 rows, then view-2 rows
         q, k = z.split(b)
         keys, key_labels = self.queue.keys.clone(), self.queue.labels.clone()
-        loss = gpaco_loss(q, k, labels, keys, key_labels, logits, self.cls_num if h["logit_adjust"] else None,
-                          smooth=float(h["smooth"]), **self.loss_kwargs())
+        loss = self.gpaco_loss(q, k, labels, keys, key_labels, logits)
         self.queue.push(k.detach(), labels)
         return {"loss": loss}
 

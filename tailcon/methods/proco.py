@@ -37,7 +37,7 @@ class ProCo(Method):
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
-        feat, dim = self.backbone.out_dim, int(h["proj_dim"])
+        feat, dim = self.backbone.num_features, int(h["proj_dim"])
         self.head = ProjectionMLP(feat, int(h["proj_hidden"]), dim, batch_norm=True)
         for which in ("old", "new"):
             self.register_buffer(f"{which}_ave", self.reset_means(num_classes, dim))

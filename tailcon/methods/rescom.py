@@ -14,6 +14,7 @@ import torch
 
 from ..config import integer, number, one_of
 from ..losses import rescom_logits, rescom_loss
+from ..losses.queue_contrastive import mining_counts_problem
 from ..memory import ClassBalancedQueue
 from ..models import ProjectionMLP
 from .base import Method, register
@@ -42,13 +43,12 @@ class ResCom(Method):
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
         h = self.hparams
-        feat = self.backbone.out_dim
+        feat = self.backbone.num_features
         q, c = int(h["queue_size_per_class"]), self.num_classes
-        if not 1 <= int(h["k_pos"]) <= q:
-            raise ConfigError(f"method.k_pos={h['k_pos']} must be between 1 and method.queue_size_per_class={q}")
-        if int(h["k_neg"]) > (c - 1) * q:
-            raise ConfigError(f"method.k_neg={h['k_neg']} exceeds the {(c - 1) * q} negatives the queue holds "
-                             f"((C-1)*Q with C={c}, Q={q}); lower it (CIFAR-10-LT with Q=10: at most 90)")
+        problem = mining_counts_problem(int(h["k_pos"]), int(h["k_neg"]), c, q)
+        if problem:  # said before training, in the config's words (Q is method.queue_size_per_class)
+            raise ConfigError(f"method.{problem}; change it or method.queue_size_per_class "
+                              "(CIFAR-10-LT with Q=10: k_neg at most 90)")
         self.head = ProjectionMLP(feat, feat, int(h["proj_dim"]), batch_norm=True)
         self.queue = ClassBalancedQueue(c, q, int(h["proj_dim"]))
 

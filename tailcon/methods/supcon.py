@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from ..losses import logit_adjusted_cross_entropy, supcon_loss
+from ..losses import SupConLoss, logit_adjusted_cross_entropy
 from ..models import ProjectionMLP
 from .base import Method, register
 from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
@@ -22,15 +22,15 @@ from .two_stage import TWO_STAGE_DEFAULTS, TwoStageMixin
 class _SupConBase(Method):
     def __init__(self, cfg, num_classes, cls_num_list):
         super().__init__(cfg, num_classes, cls_num_list)
-        feat = self.backbone.out_dim
+        feat = self.backbone.num_features
         h = self.hparams
         self.head = ProjectionMLP(feat, int(h["proj_hidden"] or feat), int(h["proj_dim"]), batch_norm=False)
+        self.supcon_loss = SupConLoss(float(h["temperature"]), h["base_temperature"])
 
     def contrastive(self, feats: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         b = labels.shape[0]
         z = self.head(feats)
-        return supcon_loss(torch.stack(z.split(b), dim=1), labels, float(self.hparams["temperature"]),
-                           self.hparams["base_temperature"])
+        return self.supcon_loss(torch.stack(z.split(b), dim=1), labels)
 
 
 _COMMON = {"temperature": 0.1, "base_temperature": None, "proj_hidden": None, "proj_dim": 128, "view": "supcon_cifar"}

@@ -12,6 +12,7 @@ from typing import Any, Mapping
 import torch
 
 from ..config import ConfigError
+from ..rundir import RunDir, load_checkpoint
 
 # method keys every two-stage method has (defaults may be overridden per method)
 TWO_STAGE_DEFAULTS: dict[str, Any] = {
@@ -45,8 +46,6 @@ def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tupl
         group = cfg["model"]["bn_batch"]
         if group:  # the same GPUs: each one's BatchNorm batch grows with the batch
             stages_model["bn_batch"] = group * int(h["linear_batch_size"]) // int(cfg["data"]["batch_size"])
-    from ..rundir import RunDir  # the layout's one owner
-
     stage1 = RunDir(cfg["run_dir"]).stage("pretrain").checkpoint("last")
     linear = {"method": {"stage": "linear", "init_from": str(stage1)},
               "train": {"epochs": h["linear_epochs"]}, "optim": optim, "data": data}
@@ -55,8 +54,35 @@ def stage_plan(cfg: Mapping[str, Any], defaults: Mapping[str, Any]) -> list[tupl
     return [("pretrain", {"method": {"stage": "pretrain"}}), ("linear", linear)]
 
 
-class TwoStageMixin:
+class FrozenBackboneClassifier:
+    """A classifier trained on a frozen backbone's features: cRT, and a two-stage method's linear
+    stage. :meth:`frozen` says when the backbone is frozen; :meth:`keeps_bn_statistics` whether its
+    BatchNorm then keeps the trained statistics (eval mode) rather than batch ones."""
+
+    def frozen(self) -> bool:
+        return True
+
+    def keeps_bn_statistics(self) -> bool:
+        return True
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen() and self.keeps_bn_statistics():
+            self.backbone.eval()  # the frozen features keep the trained BatchNorm statistics
+        return self
+
+    def linear_step(self, views, labels) -> dict[str, torch.Tensor]:
+        """Cross-entropy of the classifier on the frozen features of the first view."""
+        with torch.no_grad():
+            feats = self.backbone(views[0])
+        return {"loss": torch.nn.functional.cross_entropy(self.classifier(feats), labels)}
+
+
+class TwoStageMixin(FrozenBackboneClassifier):
     """For a :class:`tailcon.methods.Method` subclass with ``self.backbone`` and ``self.classifier``."""
+
+    # a started linear stage holds stage 1's weights in its own checkpoint: the path may move
+    resume_safe_keys = ("init_from",)
 
     @classmethod
     def stages(cls, cfg):
@@ -69,6 +95,12 @@ class TwoStageMixin:
     @property
     def has_unused_parameters(self) -> bool:  # pre-training leaves the classifier untouched
         return self.stage == "pretrain"
+
+    def frozen(self) -> bool:
+        return self.stage == "linear"
+
+    def keeps_bn_statistics(self) -> bool:
+        return not self.hparams["linear_bn_train"]  # True: BN keeps batch statistics (DSCL's code)
 
     def setup_stage(self) -> None:
         """Call at the end of ``__init__``: for ``linear``, freezes everything but the classifier."""
@@ -85,20 +117,7 @@ class TwoStageMixin:
         trained model being loaded, has them in its own checkpoint already)."""
         if self.stage != "linear":
             return
-        from ..rundir import load_checkpoint
-
         state = load_checkpoint(self.hparams["init_from"], for_inference=True)["model"]
         missing = self.load_state_dict(state, strict=False).missing_keys
         if any(k.startswith("backbone.") for k in missing):
             raise ConfigError(f"{self.hparams['init_from']} has no backbone weights for this model: {missing[:3]}")
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.stage == "linear" and not self.hparams["linear_bn_train"]:
-            self.backbone.eval()  # frozen features keep stage 1's BN statistics
-        return self
-
-    def linear_step(self, views, labels) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
-            feats = self.backbone(views[0])
-        return {"loss": torch.nn.functional.cross_entropy(self.classifier(feats), labels)}

@@ -12,10 +12,11 @@ from .heads import CosineClassifier, LinearClassifier, ProjectionMLP, build_clas
 from .pretrained import PretrainedError, load_pretrained
 from .timm_backbone import PREFIX as TIMM_PREFIX
 from .timm_backbone import TimmBackbone, check_timm_name
+from .torchvision_resnet import ARCHITECTURES, TorchvisionResNet
 from ..config import ConfigError
 
 CIFAR_DEPTHS = {"resnet8": 8, "resnet20": 20, "resnet32": 32, "resnet44": 44, "resnet56": 56, "resnet110": 110}
-TORCHVISION = ("resnet50", "resnext50_32x4d", "resnet152")
+TORCHVISION = tuple(ARCHITECTURES)
 BACKBONES = (*CIFAR_DEPTHS, *TORCHVISION)
 
 
@@ -25,8 +26,9 @@ BACKBONE_BUILDERS: dict[str, Callable[..., nn.Module]] = {}
 
 def register_backbone(name: str):
     """Decorator: ``@register_backbone("mynet")`` over ``fn(zero_init_residual: bool) -> nn.Module``,
-    a feature extractor with ``out_dim`` (the size of its pooled features); then
-    ``model.backbone=mynet`` builds it."""
+    a feature extractor with the backbone API: ``num_features`` (the size of its pooled features),
+    ``forward`` (images -> pooled features) and, for methods that pool regions of the feature map
+    (dscl), ``forward_features`` (the map); then ``model.backbone=mynet`` builds it."""
     def add(fn: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
         BACKBONE_BUILDERS[name] = fn
         return fn
@@ -34,35 +36,32 @@ def register_backbone(name: str):
 
 
 def build_backbone(name: str, zero_init_residual: bool = False) -> nn.Module:
-    """A feature extractor with attribute ``out_dim``: CIFAR ResNets (64-d), torchvision's
-    ResNet-50 / ResNeXt-50 32x4d / ResNet-152 with the fc removed (2048-d), or ``timm:<name>``
-    (timm's ``num_features``), from scratch (``model.pretrained`` loads weights afterwards)."""
+    """A feature extractor with timm's API (``num_features``, ``forward_features``; ``forward``
+    gives the pooled features): CIFAR ResNets (64-d), torchvision's ResNet-50 / ResNeXt-50 32x4d /
+    ResNet-152 without the fc (2048-d), ``timm:<name>``, or a registered one; from scratch
+    (``model.pretrained`` loads weights afterwards)."""
     if name.startswith(TIMM_PREFIX):
         return TimmBackbone(name[len(TIMM_PREFIX):])
     if name in BACKBONE_BUILDERS:
         net = BACKBONE_BUILDERS[name](zero_init_residual=zero_init_residual)
-        if not isinstance(getattr(net, "out_dim", None), int):
-            raise ConfigError(f"backbone {name!r} (registered) has no integer out_dim: the size of its pooled features")
+        if not isinstance(getattr(net, "num_features", None), int):
+            raise ConfigError(f"backbone {name!r} (registered) has no integer num_features: the size of its pooled "
+                              "features (the attribute timm's models and tailcon's backbones have)")
         return net
     if name in CIFAR_DEPTHS:
         return CifarResNet(CIFAR_DEPTHS[name], zero_init_residual=zero_init_residual)
     if name in TORCHVISION:
-        import torchvision
-
-        net = getattr(torchvision.models, name)(weights=None, zero_init_residual=zero_init_residual)
-        net.out_dim = net.fc.in_features
-        net.fc = nn.Identity()
-        return net
+        return TorchvisionResNet(name, zero_init_residual=zero_init_residual)
     raise ConfigError(f"unknown model.backbone {name!r}; known: {', '.join(BACKBONES)}")
 
 
 def feature_map(backbone: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The backbone's last feature map before global pooling (for ROI pooling)."""
-    if hasattr(backbone, "forward_map"):
-        return backbone.forward_map(x)
-    b = backbone  # torchvision ResNet / ResNeXt
-    x = b.maxpool(b.relu(b.bn1(b.conv1(x))))
-    return b.layer4(b.layer3(b.layer2(b.layer1(x))))
+    """The backbone's last feature map [B, C, H, W] before global pooling (for ROI pooling)."""
+    fmap = backbone.forward_features(x)
+    if fmap.ndim != 4:
+        raise ConfigError(f"this backbone gives {fmap.ndim}-d features (tokens), not a [B, C, H, W] map: methods "
+                          "that pool regions of the feature map (dscl) need a convolutional model")
+    return fmap
 
 
 @torch.no_grad()

@@ -58,7 +58,7 @@ class CifarResNet(nn.Module):
                 layers.append(BasicBlock(in_planes, planes, stride if j == 0 else 1))
                 in_planes = planes
         self.layers = nn.Sequential(*layers)
-        self.out_dim = in_planes
+        self.num_features = in_planes
         for m in self.modules():
             if isinstance(m, (nn.Conv2d, nn.Linear)):
                 nn.init.kaiming_normal_(m.weight)
@@ -67,9 +67,9 @@ class CifarResNet(nn.Module):
                 if isinstance(m, BasicBlock):
                     nn.init.zeros_(m.bn2.weight)
 
-    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The last stage's feature map [B, out_dim, H/4, W/4], before pooling."""
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The last stage's feature map [B, num_features, H/4, W/4], before pooling."""
         return self.layers(F.relu(self.bn1(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.flatten(F.adaptive_avg_pool2d(self.forward_map(x), 1), 1)
+        return torch.flatten(F.adaptive_avg_pool2d(self.forward_features(x), 1), 1)

@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 from torch import nn
 
 from ..errors import TailconError
+from ..rundir import load_checkpoint
 
 CLASSIFIER_PREFIXES = ("fc.", "head.", "classifier.", "last_linear.", "head_drop.")
 
@@ -27,16 +28,18 @@ class PretrainedError(TailconError, ValueError):
     """The weights file cannot be used for this backbone; the message names the file and key."""
 
 
+def backbone_weights(model_state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The backbone's tensors in a tailcon model's state dict, keyed as the backbone names them."""
+    return {k[len("backbone."):]: v for k, v in model_state.items() if k.startswith("backbone.")}
+
+
 def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """The tensors of a weights file or tailcon run, keyed as the network that saved them."""
     p = Path(path)
     if not p.exists():
         raise PretrainedError(f"model.pretrained={path}: no such file or run directory")
     if p.is_dir():  # a tailcon run directory
-        from ..rundir import load_checkpoint
-
-        model = load_checkpoint(p, for_inference=True)["model"]
-        return {k[len("backbone."):]: v for k, v in model.items() if k.startswith("backbone.")}
+        return backbone_weights(load_checkpoint(p, for_inference=True)["model"])
     if p.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
@@ -52,7 +55,7 @@ def read_state(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     for key in ("state_dict", "model", "model_state", "module"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             if key == "model" and "config" in state:  # a tailcon checkpoint under another suffix
-                return {k[len("backbone."):]: v for k, v in state["model"].items() if k.startswith("backbone.")}
+                return backbone_weights(state["model"])
             state = state[key]
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -43,16 +43,12 @@ class TimmBackbone(nn.Module):
     def __init__(self, name: str):
         super().__init__()
         self.model = _timm().create_model(name, pretrained=False, num_classes=0)  # no classifier: features only
-        self.out_dim = int(self.model.num_features)
+        self.num_features = int(self.model.num_features)
         self.timm_name = name
 
-    def forward_map(self, x: torch.Tensor) -> torch.Tensor:
-        """The feature map before pooling [B, C, H, W] (for DSCL's ROI pooling; CNNs only)."""
-        fmap = self.model.forward_features(x)
-        if fmap.ndim != 4:
-            raise ConfigError(f"timm:{self.timm_name} gives {fmap.ndim}-d features (tokens), not a [B, C, H, W] "
-                             "map: methods that pool regions of the feature map (dscl) need a convolutional model")
-        return fmap
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """timm's unpooled features: a map [B, C, H, W] for CNNs, tokens for transformers."""
+        return self.model.forward_features(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model.forward_head(self.model.forward_features(x), pre_logits=True)
+        return self.model.forward_head(self.forward_features(x), pre_logits=True)

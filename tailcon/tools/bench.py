@@ -41,7 +41,7 @@ def _peak_host_mb() -> float:
 def measure(cfg: dict[str, Any], steps: int, warmup: int) -> dict[str, Any]:
     """Images/s over ``steps`` optimisation steps after ``warmup`` (loader start-up, compilation
     and allocator warm-up excluded) and peak memory (GPU: allocated; CPU: process high-water)."""
-    trainer = Trainer(cfg)
+    trainer = Trainer.from_config(cfg)
     trainer.method.train()
     trainer.sampler.set_epoch(0)
     if trainer.paired_loader is not None:
