@@ -1,6 +1,6 @@
 """Write docs/hyperparameters.md: for every shipped config, each hyperparameter with its value and
 source (tailcon.tools.sources). Run from the repository root: ``python docs/hyperparameters.py``;
-tests/test_config_sources.py fails when the file is out of date."""
+tests/tools/test_config_sources.py fails when the file is out of date."""
 
 from __future__ import annotations
 

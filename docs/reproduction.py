@@ -1,6 +1,6 @@
 """Write docs/reproduction.md: every shipped config that names a published figure (its ``paper``
 key) beside the runs recorded at that config's budget (docs/reproduction_runs.yaml). Run from the
-repository root: ``python docs/reproduction.py``; tests/test_config_sources.py fails when the file
+repository root: ``python docs/reproduction.py``; tests/tools/test_config_sources.py fails when the file
 is out of date."""
 
 from __future__ import annotations

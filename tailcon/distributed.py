@@ -41,7 +41,7 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
 
     Not ``torch.distributed.nn.functional.all_gather``: swapped in (torch 2.14, gloo), it gave
     ResCom's local-contrast gradients up to 70x off the one-process ones
-    (``tests/test_queue_methods_parts.py::test_ddp_two_processes_match_one_process_with_the_whole_batch``
+    (``tests/memory/test_queue_methods_parts.py::test_ddp_two_processes_match_one_process_with_the_whole_batch``
     fails with it), where this all-reduce-then-slice backward matches to 1e-12."""
     return _GatherWithGrad.apply(x) if is_distributed() else x
 

@@ -287,7 +287,7 @@ def test_backbone_speed_measures_bf16_beside_fp32():
     import sys
     from pathlib import Path
 
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
     import backbone_speed
 
     from tailcon.engine.device import cpu_has_amx

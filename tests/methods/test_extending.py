@@ -12,7 +12,7 @@ from tailcon import config, resolution
 from tailcon import plugins
 from tailcon.cli import main
 
-EXAMPLE = Path(__file__).resolve().parents[1] / "docs" / "extending"
+EXAMPLE = Path(__file__).resolve().parents[2] / "docs" / "extending"
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import pytest
 from tailcon import config, resolution
 from tailcon.methods import get_method
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_dotted_overrides_are_parsed_as_yaml_values():

@@ -13,7 +13,7 @@ from tailcon.methods import METHODS, build_method, get_method
 from conftest import tiny_cfg
 
 TWO_STAGE = ("supcon", "dscl")
-# crt trains a classifier on a frozen, trained backbone: tests/test_baselines.py
+# crt trains a classifier on a frozen, trained backbone: tests/methods/test_baselines.py
 SINGLE_STAGE = sorted(m for m in METHODS if m not in TWO_STAGE and m != "crt")
 # method keys whose paper defaults do not fit 10 classes / 16x16 digits
 FIT_DIGITS = {"rescom": ["method.k_neg=20"], "dscl": ["method.queue_size=64", "method.patch_size=8"],

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tailcon.tools.sources import hyperparameter_sources, shipped_configs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _by_key(path):

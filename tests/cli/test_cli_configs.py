@@ -14,7 +14,7 @@ import yaml
 from tailcon import config, resolution
 from tailcon.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_shipped_names_resolve_from_any_directory(tmp_path, monkeypatch, capsys):
