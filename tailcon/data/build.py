@@ -32,7 +32,7 @@ class DataBundle:
         return self.val is not None
 
 
-# List-file datasets with known layouts (spec 1.3). iNaturalist's val list doubles as its test.
+# List-file datasets with known layouts (the ImageNet-LT / Places-LT / iNaturalist list files the long-tail codes share). iNaturalist's val list doubles as its test.
 LIST_PRESETS: dict[str, dict[str, Any]] = {
     "imagenet_lt": dict(num_classes=1000, train="ImageNet_LT_train.txt", val="ImageNet_LT_val.txt",
                         test="ImageNet_LT_test.txt", mean=IMAGENET_MEAN, std=IMAGENET_STD),

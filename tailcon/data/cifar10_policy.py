@@ -1,5 +1,5 @@
 """AutoAugment's CIFAR-10 policy as ResCom's and PaCo's code apply it ("CIFAR10Policy"), on PIL
-images (spec rescom-dscl A.11).
+images (dvlab-research/Imbalanced-Learning@cc9b810 ResCom/; PaCo/LT/ of dvlab-research/Parametric-Contrastive-Learning).
 
 The 25 sub-policies and magnitude bins are torchvision's, but four operations differ from
 ``T.AutoAugment(CIFAR10)``: rotation turns always the same way (counter-clockwise, no random

@@ -1,4 +1,4 @@
-"""Long-tailed subsets of balanced datasets (CIFAR-LT, spec 1.2)."""
+"""Long-tailed subsets of balanced datasets (CIFAR-LT as kaidic/LDAM-DRW imbalance_cifar.py builds it)."""
 
 from __future__ import annotations
 

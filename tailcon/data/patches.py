@@ -1,4 +1,4 @@
-"""DSCL's stage-1 views: query view, key view, and L patches cut from the query crop (spec B.5-B.6)."""
+"""DSCL's stage-1 views: query view, key view, and L patches cut from the query crop (SY-Xuan/DSCL@79f8cef dscl/loader_roi.py)."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Per image: pick ``num_ops`` of the 15 ops uniformly with replacement; each fires with
 probability ``prob``; at each application the magnitude is drawn from N(magnitude, mstd) and
-clipped to [0, 10]. Level-to-argument maps follow spec section 1.8.
+clipped to [0, 10]. Level-to-argument maps follow timm's rand_augment_transform, which BCL's main.py calls.
 """
 
 from __future__ import annotations

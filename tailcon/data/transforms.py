@@ -1,6 +1,6 @@
 """Per-image (PIL) augmentation recipes and multi-view wrappers.
 
-A *recipe* is a name for one view's augmentation list (spec 1.8, 4.5); a method asks for a
+A *recipe* is a name for one view's augmentation list (the authors' augmentation lists, named in each recipe); a method asks for a
 tuple of recipes, e.g. BCL on CIFAR: ``("autoaug_cutout", "sim_cifar", "sim_cifar")``.
 """
 
@@ -18,7 +18,7 @@ from .cifar10_policy import CIFAR10Policy
 from .randaugment import RandAugment
 from ..config import ConfigError
 
-CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 constants, used for CIFAR-100 too (spec 1.7)
+CIFAR_MEAN = (0.4914, 0.4822, 0.4465)  # the CIFAR-10 constants, used for CIFAR-100 too, as the authors' CIFAR codes do
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -97,7 +97,7 @@ RECIPES: dict[str, Callable[[ImageInfo], list]] = {
     "crop_flip": lambda i: _crop(i) + [T.RandomHorizontalFlip()] + _finish(i),
     # no flip: for data where mirroring changes the class (digits)
     "crop": lambda i: _crop(i) + _finish(i),
-    # Hybrid-SC/PSC CIFAR views (spec 3.5): crop, flip, grayscale 0.2
+    # Hybrid-SC/PSC CIFAR views (arXiv:2103.14267, implementation details): crop, flip, grayscale 0.2
     "crop_flip_gray": lambda i: _crop(i) + [T.RandomHorizontalFlip(), T.RandomGrayscale(p=0.2)] + _finish(i),
     # BCL / ResCom CIFAR classification view: crop, flip, AutoAugment (CIFAR-10 policy), Cutout 16
     "autoaug_cutout": lambda i: _crop(i) + [
@@ -110,7 +110,7 @@ RECIPES: dict[str, Callable[[ImageInfo], list]] = {
     + _finish(i, Cutout(16 if i.size >= 32 else max(1, i.size // 2))),
     # SimAugment (MoCo v2 / SupCon), ImageNet scale: RRC 0.08-1, flip, jitter p.8, gray .2, no blur
     "sim": lambda i: _sim(i, (0.08, 1.0), blur=False) + _finish(i),
-    # SimAugment with blur p 0.5 (DSCL's stage-2 view, spec rescom-dscl B.7)
+    # SimAugment with blur p 0.5 (DSCL's stage-2 view: SY-Xuan/DSCL@79f8cef equal_lincls.py)
     "sim_blur": lambda i: _sim(i, (0.08, 1.0), blur=True) + _finish(i),
     # SimAugment at 32x32 for CIFAR contrastive views: RRC 0.2-1 and blur p 0.5
     "sim_cifar": lambda i: _sim(i, (0.2, 1.0), blur=True) + _finish(i),
@@ -144,7 +144,7 @@ def build_view(recipe: str, info: ImageInfo) -> T.Compose:
 
 
 def build_eval_transform(info: ImageInfo) -> T.Compose:
-    """CIFAR: ToTensor + normalise only. Photos: resize short side, centre crop (spec 1.7)."""
+    """CIFAR: ToTensor + normalise only. Photos: resize short side, centre crop (the authors' test transforms)."""
     if info.small:
         return T.Compose(_finish(info))
     resize = info.resize or int(round(info.size * 256 / 224))

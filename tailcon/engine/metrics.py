@@ -1,4 +1,4 @@
-"""Top-1 and Many / Medium / Few accuracy (spec 1.7), top-5 accuracy and expected calibration error."""
+"""Top-1 and Many / Medium / Few accuracy (Many > 100, Medium 20-100, Few < 20 training images, as the long-tail papers report), top-5 accuracy and expected calibration error."""
 
 from __future__ import annotations
 

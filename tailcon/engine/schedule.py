@@ -1,4 +1,4 @@
-"""Per-epoch learning-rate schedules with linear warm-up (spec 4.4).
+"""Per-epoch learning-rate schedules with linear warm-up, as the authors' codes set them.
 
 Epochs are 0-based; the lr is constant within an epoch, as in the authors' code.
 
@@ -42,7 +42,7 @@ def lr_at_epoch(epoch: int, optim: Mapping[str, Any], num_epochs: int) -> float:
 
 def lr_at_position(position: float, optim: Mapping[str, Any], num_epochs: int) -> float:
     """``optim.per_iteration``: the lr at a fractional epoch ``position = epoch + step / steps``
-    (DSCL's code, spec rescom-dscl B.6): warm-up lr0 * e / W, then cosine (``cosine`` and
+    (DSCL's code: SY-Xuan/DSCL@79f8cef main.py, train()): warm-up lr0 * e / W, then cosine (``cosine`` and
     ``cosine_end``) eta + (lr0 - eta) * 0.5 * (1 + cos(pi * (e - W) / (E - W))); step and constant
     schedules change at epoch boundaries only."""
     optim = {**config.DEFAULTS["optim"], **optim}

@@ -20,7 +20,7 @@ def log_prior(cls_num_list: Counts, like: torch.Tensor) -> torch.Tensor:
 
 def logit_adjusted_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, cls_num_list: Counts,
                                  tau: float = 1.0) -> torch.Tensor:
-    """Mean over the batch of CE(logits + tau * log(pi), labels) (spec 1.6).
+    """Mean over the batch of CE(logits + tau * log(pi), labels) (Menon et al., ICLR 2021, arXiv:2007.07314; BCL's loss/logitadjust.py).
 
     logits [B, C] raw classifier outputs; labels [B]; cls_num_list [C] training counts.
     The adjustment belongs to training only: predict with the raw logits.

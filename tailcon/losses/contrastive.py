@@ -36,7 +36,7 @@ def _view_major(features: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Ten
 @full_precision
 def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float,
                 base_temperature: Optional[float] = None) -> torch.Tensor:
-    """SupCon "L_out", all views as anchors (spec 2.1).
+    """SupCon "L_out", all views as anchors (Khosla et al., arXiv:2004.11362, Eq. 2; HobbitLong/SupContrast losses.py).
 
     features: [B, V, D] unit-norm embeddings (V >= 1 views per sample); labels: [B].
     For each of the N = V*B anchors a: positives are all other entries with its label, the
@@ -63,7 +63,7 @@ def supcon_loss(features: torch.Tensor, labels: torch.Tensor, temperature: float
 @full_precision
 def bcl_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor,
              temperature: float) -> torch.Tensor:
-    """BCL's balanced contrastive loss, as the authors implemented it (spec 4.3).
+    """BCL's balanced contrastive loss, as the authors implemented it (FlamieZhu/Balanced-Contrastive-Learning@8fb4289 loss/contrastive.py).
 
     features: [B, 2, D] unit-norm embeddings of the two contrastive views (any V >= 2 works;
     the reference fixes V = 2); labels: [B]; centers: [C, D] unit-norm class centres, C =
@@ -99,7 +99,7 @@ def bcl_loss(features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor
 @full_precision
 def psc_loss(features: torch.Tensor, labels: torch.Tensor, prototypes: torch.Tensor, temperature: float,
              include_positive_in_denominator: bool = False) -> torch.Tensor:
-    """Hybrid-PSC's prototypical supervised contrastive loss (spec 3.2).
+    """Hybrid-PSC's prototypical supervised contrastive loss (Wang et al., CVPR 2021, arXiv:2103.14267; no code was released).
 
     features: [B, V, D] unit-norm embeddings (every view is an anchor); labels: [B];
     prototypes: [C, D] unit-norm class prototypes (C >= 2). For a view z of class y:

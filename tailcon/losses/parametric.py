@@ -1,4 +1,4 @@
-"""Parametric contrastive losses: PaCo (Cui et al. 2021) and GPaCo (Cui et al. 2023), spec A.3 / B.2.
+"""Parametric contrastive losses: PaCo (Cui et al. 2021) and GPaCo (Cui et al. 2023), as in dvlab-research/Parametric-Contrastive-Learning@fe56535 PaCo/LT/losses.py and GPaCo/LT/losses.py.
 
 Each anchor's softmax runs over C "class centres" (the classifier's logits, logit-adjusted by
 the class prior) and the sample columns of a contrast set; the target puts ``beta`` on the
@@ -30,7 +30,7 @@ def parametric_contrastive_loss(features: torch.Tensor, labels: torch.Tensor, ce
                                 cls_num_list: Optional[Counts], *, temperature: float, alpha: float,
                                 beta: float = 1.0, gamma: float = 1.0, supt: float = 1.0,
                                 base_temperature: Optional[float] = None, smooth: float = 0.0) -> torch.Tensor:
-    """The loss of spec A.3 for the first ``Na = centre_logits.shape[0]`` rows of ``features``.
+    """The PaCo loss (PaCo/LT/losses.py) for the first ``Na = centre_logits.shape[0]`` rows of ``features``.
 
     features: [N, D] contrast set whose first Na rows are the anchors; labels: [N];
     centre_logits: [Na, C] classifier logits of the anchors; cls_num_list: [C] training counts
@@ -62,7 +62,7 @@ def paco_loss(q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, queue: tor
               queue_labels: torch.Tensor, sup_logits: torch.Tensor, cls_num_list: Counts, *, temperature: float,
               alpha: float, beta: float = 1.0, gamma: float = 1.0, supt: float = 1.0,
               base_temperature: Optional[float] = None) -> torch.Tensor:
-    """PaCo (spec A.3, ``Na = B``): the B queries are the anchors, ``[q; k; queue]`` the contrast set.
+    """PaCo (PaCo/LT/losses.py, ``Na = B``): the B queries are the anchors, ``[q; k; queue]`` the contrast set.
 
     q: [B, D] query projections; k: [B, D] momentum keys of the other view (constants);
     labels: [B]; queue: [K, D] slot-major, before this step's push (constants; K may be 0);
@@ -79,7 +79,7 @@ def gpaco_loss(q: torch.Tensor, k: torch.Tensor, labels: torch.Tensor, queue: to
                queue_labels: torch.Tensor, sup_logits: torch.Tensor, cls_num_list: Optional[Counts] = None, *,
                temperature: float, alpha: float, beta: float = 1.0, gamma: float = 1.0, supt: float = 1.0,
                base_temperature: Optional[float] = None, smooth: float = 0.0) -> torch.Tensor:
-    """GPaCo (spec B.2, ``Na = 2B``): both views are anchors, ``[q; k; queue]`` the contrast set.
+    """GPaCo (GPaCo/LT/losses.py, ``Na = 2B``): both views are anchors, ``[q; k; queue]`` the contrast set.
 
     q, k: [B, D] projections of the two views from the same encoder (both receive gradients);
     labels: [B]; queue: [K, D] (constants); queue_labels: [K]; sup_logits: [2B, C] classifier

@@ -1,4 +1,4 @@
-"""ProCo (Du et al. 2024): contrast logits from online von Mises-Fisher class models, spec C.3-C.6.
+"""ProCo (Du et al. 2024): contrast logits from online von Mises-Fisher class models (LeapLabTHU/ProCo@af9e78e ProCo_cifar/loss/proco.py; arXiv:2403.06726).
 
 Each class's normalised projections are modelled by a vMF distribution whose mean direction and
 concentration come from running first moments (:func:`vmf_update`, :func:`vmf_kappa`). The
@@ -29,7 +29,7 @@ KAPPA_MAX = 1e5
 
 
 def miller_log_ive(nu: int, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(log(I_nu(x) e^-x), log(I_{nu+1}(x) e^-x))`` by the authors' backward recurrence (spec C.4).
+    """``(log(I_nu(x) e^-x), log(I_{nu+1}(x) e^-x))`` by the authors' backward recurrence (ProCo_cifar/loss/proco.py).
 
     nu: integer order >= 1; x: any-shape positive tensor, processed as ONE array: the rescaling
     test is global over it, and a rescale in iteration nu (nu - 1) divides the value already
@@ -98,7 +98,7 @@ def _debye_log_ive(nu: int, x: torch.Tensor) -> torch.Tensor:
 
 def vmf_update(ave: torch.Tensor, amount: torch.Tensor, features: torch.Tensor,
                labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One running-moment update of the class means (spec C.3); pure, returns the new state.
+    """One running-moment update of the class means (ProCo_cifar/loss/proco.py); pure, returns the new state.
 
     ave: [C, D] class means; amount: [C] samples seen; features: [N, D] (detached; under DDP the
     all-gathered batch); labels: [N]. Classes absent from the batch keep their state.
@@ -120,7 +120,7 @@ def bessel_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 def vmf_kappa(ave: torch.Tensor, feat_dim: int, log_ive: LogIve = miller_log_ive) -> tuple[torch.Tensor, torch.Tensor]:
-    """Concentrations and log-normalisers ``(kappa [C], logc [C])`` of the class vMFs (spec C.3):
+    """Concentrations and log-normalisers ``(kappa [C], logc [C])`` of the class vMFs (ProCo_cifar/loss/proco.py):
     kappa = D R / (1 - R^2), R = ||ave_c||, clipped to 1e5 (also where negative or infinite).
     Computed and returned in float64 (:func:`bessel_dtype`): logC is of the order of kappa, up to
     1e5, and the contrast logits subtract it from a term of the same size."""
@@ -135,7 +135,7 @@ def vmf_kappa(ave: torch.Tensor, feat_dim: int, log_ive: LogIve = miller_log_ive
 
 class _LogRatioC(torch.autograd.Function):
     """s = log_ive_nu(kt) + kt - (D/2 - 1) log(kt + 1e-20) - logc, with the authors' gradient
-    ds/dkt := min(I_{nu+1}(kt) / I_nu(kt), 1) from the same Bessel routine (spec C.5)."""
+    ds/dkt := min(I_{nu+1}(kt) / I_nu(kt), 1) from the same Bessel routine (ProCo_cifar/loss/proco.py)."""
 
     @staticmethod
     def forward(ctx, kt, logc, feat_dim, log_ive):
@@ -154,7 +154,7 @@ class _LogRatioC(torch.autograd.Function):
 @full_precision
 def proco_logits(z: torch.Tensor, ave: torch.Tensor, kappa: torch.Tensor, logc: torch.Tensor,
                  temperature: float, log_ive: LogIve = miller_log_ive) -> torch.Tensor:
-    """Contrast logits [B, C]: s_ic = log E_{x ~ vMF(mu_c, kappa_c)} exp(<z_i, x> / tau) (spec C.5).
+    """Contrast logits [B, C]: s_ic = log E_{x ~ vMF(mu_c, kappa_c)} exp(<z_i, x> / tau) (ProCo_cifar/loss/proco.py).
 
     z: [B, D] normalised projections; ave: [C, D] class means (their direction is mu_c); kappa,
     logc: [C] from :func:`vmf_kappa` (constants). Gradients reach ``z`` only.
@@ -173,7 +173,7 @@ def gather_update_batches(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tens
 def proco_loss(z1: torch.Tensor, z2: torch.Tensor, labels: torch.Tensor, logits_ce: torch.Tensor,
                cls_num_list: Counts, ave: torch.Tensor, amount: torch.Tensor, *, temperature: float, alpha: float,
                log_ive: LogIve = miller_log_ive, gathered=None):
-    """One ProCo training objective (spec C.6), the estimator updated once per contrastive view.
+    """One ProCo training objective (ProCo_cifar/main.py), the estimator updated once per contrastive view.
 
     z1, z2: [B, D] normalised projections of the two contrastive views; labels: [B]; logits_ce:
     [B, C] classifier logits of the classification view; cls_num_list: [C]; ave: [C, D], amount:

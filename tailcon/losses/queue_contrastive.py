@@ -1,5 +1,5 @@
 """Queue-based supervised contrastive losses: ResCom (Zhong et al. 2022) and DSCL + PBSD
-(Xuan & Zhang 2024), as the authors implemented them (spec rescom-dscl A.3-A.5, B.4-B.5).
+(Xuan & Zhang 2024), as the authors implemented them (dvlab-research/Imbalanced-Learning@cc9b810 ResCom/losses.py; SY-Xuan/DSCL@79f8cef dscl/DSCL.py).
 
 Inputs are L2-normalised already; queues are slot-major ([slots, D]) and constants (no gradient).
 Under torch.distributed, ``rescom_logits`` / ``rescom_loss`` / ``dscl_loss`` gather their batch
@@ -51,7 +51,7 @@ def mining_counts_problem(k_pos: int, k_neg: int, num_classes: int, size_per_cla
 
 def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Tensor, size_per_class: int,
                   k_pos: int, k_neg: int, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """ResCom's contrastive logits with supervised hard-pair mining (spec A.3).
+    """ResCom's contrastive logits with supervised hard-pair mining (ResCom/losses.py; arXiv:2203.11506).
 
     feat: [2B, D] unit-norm projections, view-1 rows then view-2 rows; labels: [2B];
     queue_keys: [C*Q, D] class-balanced queue (slot j of class j // Q), read before this step's
@@ -86,7 +86,7 @@ def rescom_logits(feat: torch.Tensor, labels: torch.Tensor, queue_keys: torch.Te
 
 
 def effective_number_weights(cls_num_list: Counts, beta: float, like: torch.Tensor) -> torch.Tensor:
-    """ResCom's class weights (spec A.4): E_c = (1 - beta^n_c) / (1 - beta), w_c = mean(E) / E_c;
+    """ResCom's class weights (ResCom/losses.py): E_c = (1 - beta^n_c) / (1 - beta), w_c = mean(E) / E_c;
     beta = 0 gives all ones. [C] in the dtype/device of ``like``."""
     eff = effective_numbers(torch.as_tensor(cls_num_list).to(like.device), beta)
     return (eff.mean() / eff).to(like.dtype)
@@ -102,7 +102,7 @@ def rescom_contrastive_rows(sim: torch.Tensor, targets: torch.Tensor, temperatur
 def rescom_loss(sim: torch.Tensor, targets: torch.Tensor, logits_cls: torch.Tensor, labels: torch.Tensor,
                 cls_num_list: Counts, temperature: float, effective_num_beta: float,
                 con_weight: float, gather: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """ResCom's objective (spec A.4-A.5): ``(loss_cls, loss_con, loss)``.
+    """ResCom's objective (ResCom/losses.py, ResCom/rescom/builder.py): ``(loss_cls, loss_con, loss)``.
 
     sim, targets: [2B', W] from :func:`rescom_logits` (2B' = global rows under DDP);
     logits_cls: [2B, C] raw classifier logits of both views; labels: [2B].
@@ -153,7 +153,7 @@ def dscl_terms(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue
 
 def dscl_loss(q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor, queue_labels: torch.Tensor,
               labels: torch.Tensor, temperature: float, weighted_beta: float, gather: bool = True) -> torch.Tensor:
-    """Decoupled supervised contrastive loss (spec B.4), the authors' beta form.
+    """Decoupled supervised contrastive loss (SY-Xuan/DSCL@79f8cef dscl/DSCL.py; arXiv:2403.06151), the authors' beta form.
 
     q: [B, D] online projections of view 1 (the anchors); k: [B, D] momentum-encoder keys of view 2
     (constants); queue_keys: [K, D]; queue_labels: [K] (label < 0 marks an empty slot, ignored);
@@ -183,7 +183,7 @@ def pbsd_terms(roi_features: torch.Tensor, small_q: torch.Tensor, k: torch.Tenso
 
 def pbsd_loss(roi_features: torch.Tensor, small_q: torch.Tensor, k: torch.Tensor, queue_keys: torch.Tensor,
               temperature: float) -> torch.Tensor:
-    """Patch-based self-distillation (spec B.5).
+    """Patch-based self-distillation (SY-Xuan/DSCL@79f8cef dscl/DSCL.py).
 
     roi_features: [L, B, D] teacher features (ROI-pooled patch features of the global view,
     projected, normalised; detached here); small_q: [L, B, D] student features of the cropped

@@ -17,7 +17,7 @@ from ..distributed import gather_no_grad
 
 
 class ClassBalancedQueue(nn.Module):
-    """ResCom's class-balanced queue (spec A.6): Q slots per class, one write pointer per class.
+    """ResCom's class-balanced queue (dvlab-research/Imbalanced-Learning@cc9b810 ResCom/rescom/builder.py): Q slots per class, one write pointer per class.
 
     Buffers: ``keys`` [C*Q, D] (slot j belongs to class j // Q), initialised with normalised
     standard-normal rows; ``ptr`` [C] (long), all 0.
@@ -47,7 +47,7 @@ class ClassBalancedQueue(nn.Module):
 
 
 class LabeledQueue(nn.Module):
-    """DSCL's and PaCo's FIFO queue of keys with labels (rescom-dscl spec B.3, paco spec A.2).
+    """DSCL's and PaCo's FIFO queue of keys with labels (SY-Xuan/DSCL@79f8cef dscl/DSCL.py; PaCo/LT/moco/builder.py).
 
     Buffers: ``keys`` [K, D], ``labels`` [K] (long), ``ptr`` (0-d long). Unlike the authors' code,
     which starts with random labels in [0, 1000) that act as spurious positives, empty slots carry
@@ -59,7 +59,7 @@ class LabeledQueue(nn.Module):
     def __init__(self, size: int, dim: int, random_init_labels: bool = False, init_label_range: int = 1000,
                  normalize_dim: int = 1):
         """``normalize_dim=0`` reproduces PaCo's initialisation: ``randn(K, D)`` normalised along
-        the queue axis, so each feature column (not each key) has unit norm (spec A.2)."""
+        the queue axis, so each feature column (not each key) has unit norm (PaCo/LT/moco/builder.py)."""
         super().__init__()
         self.size, self.dim = size, dim
         self.register_buffer("keys", F.normalize(torch.randn(size, dim), dim=normalize_dim))

@@ -1,4 +1,4 @@
-"""BCL: Balanced Contrastive Learning (Zhu et al., CVPR 2022), spec section 4.
+"""BCL: Balanced Contrastive Learning (Zhu et al., CVPR 2022, arXiv:2207.09052; FlamieZhu/Balanced-Contrastive-Learning@a56b509).
 
 Three views per image in one forward pass (classification view + two contrastive views, so the
 backbone's BatchNorm sees all 3B images together); logit-adjusted CE on the classification view
@@ -42,7 +42,7 @@ class BCL(Method):
         "sim_view": "sim_cifar",
         "rand_view": "randstack",
         # supcon: BCL's "SCL" ablation, the plain SupCon loss in place of the balanced one (no class
-        # centres, no class averaging), everything else unchanged (spec 2.3)
+        # centres, no class averaging), everything else unchanged (the paper's SCL ablation)
         "contrastive_loss": "balanced",
     }
     replicated_modules = ("center_head",)  # its BatchNorm batch is the C class vectors

@@ -1,5 +1,5 @@
 """DSCL + PBSD: Decoupled Contrastive Learning with patch-based self-distillation
-(Xuan & Zhang, AAAI 2024), spec rescom-dscl section B.
+(Xuan & Zhang, AAAI 2024, arXiv:2403.06151; SY-Xuan/DSCL@79f8cef).
 
 Stage 1 (representation): online encoder (backbone + 2-layer MLP head, no BN) and a momentum key
 encoder updated before each key forward; a labelled FIFO queue of keys. The decoupled SupCon
@@ -86,7 +86,7 @@ class DSCL(TwoStageMixin, Method):
         self.dscl_loss = DSCLLoss(float(h["temperature"]), float(h["weighted_beta"]),
                                   gather=h["contrast_batch"] == "global")
         self.pbsd_loss = PBSDLoss(float(h["temperature"]))
-        # stage 2 starts from a fresh classifier: N(0, 0.01^2) weights, zero bias (spec B.7)
+        # stage 2 starts from a fresh classifier: N(0, 0.01^2) weights, zero bias (SY-Xuan/DSCL@79f8cef equal_lincls.py)
         if isinstance(self.classifier, nn.Linear):
             nn.init.normal_(self.classifier.weight, std=0.01)
             nn.init.zeros_(self.classifier.bias)

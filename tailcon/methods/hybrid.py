@@ -1,4 +1,4 @@
-"""Hybrid-SC and Hybrid-PSC (Wang et al., CVPR 2021), spec section 3.
+"""Hybrid-SC and Hybrid-PSC (Wang et al., CVPR 2021, arXiv:2103.14267; no code was released).
 
 Two branches on one backbone: a feature-learning branch (projection MLP + SupCon "SC" or the
 prototypical "PSC" loss) on an instance-balanced batch with two views, and a linear classifier

@@ -1,4 +1,4 @@
-"""PaCo (Cui et al., ICCV 2021) and GPaCo (Cui et al., TPAMI 2023), spec paco-gpaco-proco A-B.
+"""PaCo (Cui et al., ICCV 2021) and GPaCo (Cui et al., TPAMI 2023): arXiv:2107.12028, arXiv:2209.12400; dvlab-research/Parametric-Contrastive-Learning@fe56535.
 
 One stage. The classifier's logits on the backbone feature are the "parametric class centres"
 of a contrastive softmax whose sample columns are the batch and a labelled FIFO queue.

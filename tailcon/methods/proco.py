@@ -1,4 +1,4 @@
-"""ProCo (Du et al., TPAMI 2024), spec paco-gpaco-proco C.
+"""ProCo (Du et al., TPAMI 2024, arXiv:2403.06726; LeapLabTHU/ProCo@af9e78e).
 
 One stage, three views in one pass: view 1 -> logit-adjusted CE on the classifier; views 2 and 3
 -> normalised projections whose classes are modelled by online vMF distributions; the expected

@@ -1,4 +1,4 @@
-"""ResCom: Rebalanced Siamese Contrastive Mining (Zhong et al. 2022), spec rescom-dscl section A.
+"""ResCom: Rebalanced Siamese Contrastive Mining (Zhong et al., arXiv:2203.11506; dvlab-research/Imbalanced-Learning@cc9b810 ResCom/).
 
 One stage, one network ("Siamese": no momentum encoder): both views of the batch go through the
 backbone in one call (BN over 2B images); a Balanced-Softmax CE on both views' logits plus a

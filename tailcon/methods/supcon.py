@@ -1,4 +1,4 @@
-"""SupCon baselines (Khosla et al. 2020, spec section 2) in the two forms users know.
+"""SupCon baselines (Khosla et al., NeurIPS 2020, arXiv:2004.11362) in the two forms users know.
 
 ``supcon`` (two-stage): stage ``pretrain`` trains backbone + projection head with the SupCon
 loss only; stage ``linear`` freezes the backbone (BatchNorm statistics included), drops the head

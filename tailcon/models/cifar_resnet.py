@@ -3,7 +3,7 @@
 3x3 stem (3 -> w), three stages of n BasicBlocks (w, 2w, 4w channels; strides 1, 2, 2),
 "option A" parameter-free shortcuts (subsample by 2, zero-pad channels), global average pooling.
 Depth = 6n + 2: resnet20/32/44/56/110; resnet8 is a tiny model for tests and CPU demos.
-Kaiming-normal initialisation of conv and linear weights (spec 1.4).
+Kaiming-normal initialisation of conv and linear weights (the CIFAR ResNet of kaidic/LDAM-DRW models/resnet_cifar.py, which the long-tail codes share).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from ..config import ConfigError
 
 
 class CosineClassifier(nn.Module):
-    """Normalised linear classifier ("NormedLinear", spec 1.5): s * cos(x, W[:, c]).
+    """Normalised linear classifier ("NormedLinear" of the LDAM-DRW and BCL codes): s * cos(x, W[:, c]).
 
     The weight is stored feature-major, [F, C], as in the authors' code, with no bias; each
     column is initialised uniform in [-1, 1] and rescaled to unit norm.
@@ -49,7 +49,7 @@ def build_classifier(kind: str, in_features: int, num_classes: int, scale: float
 class ProjectionMLP(nn.Module):
     """(Linear(in, hidden) [-> BatchNorm1d] -> ReLU) x hidden_layers -> Linear(hidden, out) [-> L2 normalise].
 
-    SupCon / Hybrid use it without BN; BCL's h and g use it with BN (spec 4.1).
+    SupCon / Hybrid use it without BN; BCL's h and g use it with BN (FlamieZhu/Balanced-Contrastive-Learning@a56b509 models/resnext.py).
     """
 
     def __init__(self, in_dim: int, hidden_dim: int, out_dim: int, batch_norm: bool = False,

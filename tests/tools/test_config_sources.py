@@ -3,6 +3,7 @@ tailcon's default otherwise; docs/hyperparameters.md is the current rendering of
 config."""
 
 import importlib.util
+import re
 from pathlib import Path
 
 from tailcon.tools.sources import hyperparameter_sources, shipped_configs
@@ -66,3 +67,24 @@ def test_docs_reproduction_md_is_current_and_lists_every_paper_figure():
 
     with_figures = [n for n in config.shipped_config_names() if "/" in n and resolution.resolve(n)["paper"]["top1"] is not None]
     assert len(with_figures) > 20 and all(f"| `{n}` |" in page for n in with_figures)
+
+
+OPENABLE = re.compile(r"arXiv:\d{4}\.\d{4,5}|[\w.-]+/[\w.-]+@[0-9a-f]{7}|\b[\w/]+\.yaml\b")
+
+
+def test_every_source_a_shipped_config_names_is_one_a_user_can_open():
+    """A paper (its arXiv number), the authors' repository at a commit, or another shipped config:
+    never a document that does not ship (the specification tailcon was written from)."""
+    for name, path in shipped_configs():
+        text = path.read_text()
+        assert "spec" not in text.replace("inspect", ""), f"{name} cites the unshipped specification"
+        for line in text.splitlines():
+            if line.startswith("# source:"):
+                assert OPENABLE.search(line), f"{name}: no source a user can open in {line!r}"
+
+
+def test_the_user_documents_cite_no_unshipped_specification():
+    for doc in ("README.md", "docs/hyperparameters.md", "docs/methods.md", "docs/reproduction.md",
+                "docs/architecture.md"):
+        text = (REPO / doc).read_text()
+        assert not re.search(r"\bspec\b|shared/spec", text), f"{doc} cites the unshipped specification"
