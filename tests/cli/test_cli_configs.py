@@ -119,17 +119,35 @@ def test_image_size_of_in_memory_small_images_is_refused_not_ignored(tmp_path, c
     assert "never resized" in capsys.readouterr().err
 
 
-def test_a_bug_shows_its_traceback_instead_of_a_one_line_error(monkeypatch):
+@pytest.mark.parametrize("error", [TypeError, ValueError, KeyError, RuntimeError])
+def test_a_bug_shows_its_traceback_instead_of_a_one_line_error(monkeypatch, error):
+    """Only tailcon's own error types become one line: any other exception is a bug to report."""
     from tailcon import cli
 
     def broken(args):
-        raise TypeError("unsupported operand type(s): a bug in tailcon, not a user error")
+        raise error("a bug in tailcon, not a user error")
 
-    monkeypatch.setattr(cli, "cmd_configs", broken)
     parser = cli.build_parser
     monkeypatch.setattr(cli, "build_parser", lambda: _with_configs(parser(), broken))
-    with pytest.raises(TypeError, match="a bug in tailcon"):
+    with pytest.raises(error, match="a bug in tailcon"):
         main(["configs"])
+
+
+def test_tailcons_own_errors_are_one_line(monkeypatch, capsys):
+    from tailcon import cli
+    from tailcon.data import DataError
+    from tailcon.engine import NonFiniteLossError, RunDirError
+    from tailcon.inference import ExportError
+
+    for error in (config.ConfigError, DataError, RunDirError, NonFiniteLossError, ExportError):
+        def broken(args, error=error):
+            raise error("what the user did wrong")
+
+        parser = cli.build_parser
+        monkeypatch.setattr(cli, "build_parser", lambda: _with_configs(parser(), broken))
+        assert main(["configs"]) == 2
+        assert capsys.readouterr().err == "tailcon: error: what the user did wrong\n"
+        monkeypatch.undo()
 
 
 def _with_configs(parser, fn):
