@@ -10,10 +10,13 @@ exactly the single-process parameter gradient. Works on gloo (CPU) and NCCL.
 
 from __future__ import annotations
 
+import datetime
 import os
 
 import torch
 import torch.distributed as dist
+
+from .errors import TailconError
 
 
 def is_distributed() -> bool:
@@ -111,15 +114,13 @@ def init_from_env() -> bool:
     return True
 
 
-def process_group_timeout() -> "datetime.timedelta":
+def process_group_timeout() -> datetime.timedelta:
     """How long a collective waits for a peer before the job ends with an error instead of
     hanging: ``TAILCON_DIST_TIMEOUT`` seconds (default 900; longer than any checkpoint write or
     evaluation that the other ranks wait for)."""
-    import datetime
-
     seconds = float(os.environ.get("TAILCON_DIST_TIMEOUT", "900"))
     if not 0 < seconds < 10**7:
-        raise ValueError(f"TAILCON_DIST_TIMEOUT={seconds:g}: expected seconds > 0")
+        raise TailconError(f"TAILCON_DIST_TIMEOUT={seconds:g}: expected seconds > 0")
     return datetime.timedelta(seconds=seconds)
 
 

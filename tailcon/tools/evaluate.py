@@ -14,7 +14,7 @@ from ..engine.evaluation import predict_dataset
 from ..engine.metrics import evaluation_metrics, format_report
 from ..methods import build_method
 from ..rundir import RunDir, load_checkpoint, resolve_checkpoint, write_shown_figures
-from .tau_norm import TAU_GRID, tau_norm_metrics
+from .tau_norm import tau_norm_metrics
 
 def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides: tuple[str, ...] = (),
                         which: str = "last", tau_norm: str | float | None = None) -> dict[str, Any]:
@@ -23,7 +23,7 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str = "test", overrides:
     the checkpoint. The run's ``results.json`` is never touched.
 
     ``tau_norm``: also evaluate the classifier tau-normalised (a number, or ``"auto"``: the tau of
-    :data:`TAU_GRID` with the best top-1 on the validation split, or on the test split, labelled
+    :data:`tailcon.tools.tau_norm.TAU_GRID` with the best top-1 on the validation split, or on the test split, labelled
     so, when there is none); written to ``eval-<checkpoint>-<split>-taunorm.json``."""
     ckpt_path = resolve_checkpoint(path, which)
     ckpt = load_checkpoint(ckpt_path, for_inference=True)
