@@ -48,6 +48,15 @@ recipes set `model.bn_batch` to the authors' per-GPU batch, so one GPU normalise
 The logit-adjusted configs train LDAM's 200-epoch recipe, for which no published figure is known
 (Menon et al.'s 77.7 / 43.9 came from a 1241 / 1419-epoch recipe of their own), so they name none.
 
+The one paper-budget run so far, `cifar10_lt/ldam_drw` seed 0 on the CPU, ends 5.1 points below
+the paper (final 71.89, best 72.76 against 77.0). Its recipe is the released code's
+(kaidic/LDAM-DRW@65e2597 `cifar_train.py`: 200 epochs, batch 128, lr 0.1 with 5 warm-up epochs and
+x0.01 / x0.0001 at 160 / 180, wd 2e-4, DRW from epoch 160 with beta 0.9999, margins up to 0.5,
+s = 30). Two things differ from the paper's run: one seed, and the images, a JPEG export of
+CIFAR-10 whose pixels differ from the official files (the only copy on the development machine).
+Which of them, if either, explains the gap is not known yet: read the row as a measured run, not
+as a reproduction.
+
 How a row gets filled: run the config unchanged (`tailcon train cifar100_lt/proco data.root=...`,
 seeds via `seed=`), then add the run to `docs/reproduction_runs.yaml` (config, seeds, final and
 best top-1 from `results.json`, hardware and wall time from `manifest.json` / `metrics.jsonl`)
