@@ -25,3 +25,13 @@ __all__ = ["VALUE_RULES", "check_keys", "check_rgb_statistics", "check_values", 
            "list_of", "number", "number_in_bounds", "one_of", "suggest", "DEFAULTS", "KEYS", "PLUMBING", "RECIPE",
            "SCHEMA", "Key", "choices", "keys_where", "rule_of", "dump", "flatten", "get", "merge",
            "parse_overrides", "parse_value", "plain", "set_dotted", "MAX_CONFIG_VALUES", "yaml_load"]
+
+_MOVED = {"resolve": "tailcon.resolution.resolve", "validate": "tailcon.resolution.validate"}
+
+
+def __getattr__(name: str):
+    # resolving needs the registries above this package: say where it went instead of a bare AttributeError
+    if name in _MOVED:
+        raise AttributeError(f"tailcon.config.{name} is now {_MOVED[name]} (it checks a config against the "
+                             "method, dataset and backbone registries, which sit above tailcon.config)")
+    raise AttributeError(f"module 'tailcon.config' has no attribute {name!r}")

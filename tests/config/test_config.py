@@ -75,3 +75,8 @@ def test_every_shipped_config_loads_and_validates(path):
             assert value in RECIPES, f"{key}={value!r} is not an augmentation recipe"
     text = path.read_text()
     assert text.startswith("#"), "a header comment says what the config reproduces"
+
+
+def test_the_old_config_resolve_names_its_new_home():
+    with pytest.raises(AttributeError, match=r"tailcon.resolution.resolve"):
+        config.resolve  # noqa: B018
