@@ -191,14 +191,21 @@ def _ddp_queue_losses(rank, world, feat, labels, logits, qkeys, q_dscl, k_dscl, 
                 labeled=(lq.keys, lq.labels, lq.ptr))
 
 
-@pytest.mark.slow
-def test_ddp_two_processes_match_one_process_with_the_whole_batch(tmp_path):
-    gen = torch.Generator().manual_seed(2)
+def _two_rank_case(seed: int) -> tuple[torch.Tensor, ...]:
+    """A global batch of 2 x 6 images (two views, 4 classes) split over 2 ranks, with queues:
+    (feat, labels, logits, ResCom queue keys, DSCL q, k, queue keys, queue labels)."""
+    gen = torch.Generator().manual_seed(seed)
     unit = lambda *s: F.normalize(torch.randn(*s, generator=gen, dtype=torch.float64), dim=-1)
     y = T([0, 1, 2, 0, 3, 1])
     labels, feat, logits = torch.cat([y, y]), unit(12, 8), torch.randn(12, 4, generator=gen, dtype=torch.float64)
-    qkeys, q_d, k_d, dq_keys = unit(12, 8), unit(6, 8), unit(6, 8), unit(10, 8)
-    dq_labels = torch.randint(0, 4, (10,), generator=gen)
+    return (feat, labels, logits, unit(12, 8), unit(6, 8), unit(6, 8), unit(10, 8),
+            torch.randint(0, 4, (10,), generator=gen))
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_match_one_process_with_the_whole_batch(tmp_path):
+    feat, labels, logits, qkeys, q_d, k_d, dq_keys, dq_labels = _two_rank_case(2)
+    y = labels[:6]
     res = run_ddp(_ddp_queue_losses, feat, labels, logits, qkeys, q_d, k_d, dq_keys, dq_labels, tmp_path=tmp_path)
 
     f, lg = feat.clone().requires_grad_(True), logits.clone().requires_grad_(True)
@@ -238,12 +245,7 @@ def _ddp_local_contrast(rank, world, feat, labels, logits, qkeys, q_d, k_d, dq_k
 
 @pytest.mark.slow
 def test_ddp_local_contrast_is_each_ranks_own_batch_against_the_queue(tmp_path):
-    gen = torch.Generator().manual_seed(4)
-    unit = lambda *s: F.normalize(torch.randn(*s, generator=gen, dtype=torch.float64), dim=-1)
-    y = T([0, 1, 2, 0, 3, 1])
-    labels, feat, logits = torch.cat([y, y]), unit(12, 8), torch.randn(12, 4, generator=gen, dtype=torch.float64)
-    args = (feat, labels, logits, unit(12, 8), unit(6, 8), unit(6, 8), unit(10, 8),
-            torch.randint(0, 4, (10,), generator=gen))
+    args = _two_rank_case(4)
     results = run_ddp(_ddp_local_contrast, *args, tmp_path=tmp_path)
     for rank, (loss, dloss) in enumerate(results):
         alone = _ddp_local_contrast(rank, 2, *args)  # no process group here: nothing can be gathered
