@@ -35,7 +35,55 @@ def resolve(path: Optional[str | os.PathLike], overrides: Iterable[str] = (), *,
             extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Defaults <- config file (with ``_base_``) <- ``extra`` <- ``key=value`` overrides, every
     key and value checked, the method's keys filled in: the config a run records."""
-    return validate(config.compose(path, overrides, extra=extra))
+    return withhold_paper_figures(validate(config.compose(path, overrides, extra=extra)))
+
+
+# recipe keys that change no trained weight's expected value: another seed or evaluation cadence is
+# the same recipe as far as a published figure (a mean over seeds) is concerned
+SAME_RECIPE_KEYS = frozenset({"seed", "train.eval_every"})
+
+
+def recipe_differences(reference: Mapping[str, Any], cfg: Mapping[str, Any]) -> list[str]:
+    """``key old -> new`` for every recipe key (the schema's ``recipe`` keys and the method's own)
+    whose value in ``cfg`` differs from ``reference``'s (both resolved configs)."""
+    ref, now = config.flatten(reference), config.flatten(cfg)
+    kinds = {k.name: k.kind for k in config.SCHEMA}
+    out = []
+    for key in sorted(set(ref) | set(now)):
+        if key in SAME_RECIPE_KEYS or kinds.get(key, config.RECIPE if key.startswith("method.") else None) \
+                != config.RECIPE:
+            continue
+        if key == "model.pretrained" and ref.get("model.require_pretrained") and ref.get(key) is None:
+            continue  # the protocol asks the user for these weights: where they lie is no recipe
+        if ref.get(key) != now.get(key):
+            out.append(f"{key} {_short(ref.get(key))} -> {_short(now.get(key))}")
+    return out
+
+
+def _short(value: Any) -> str:
+    text = "null" if value is None else str(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def withhold_paper_figures(cfg: dict[str, Any]) -> dict[str, Any]:
+    """A published figure belongs to one recipe (``paper.config``'s): when this config's recipe
+    differs, its ``paper.*`` figures are removed and ``paper.withheld`` names the keys that differ,
+    so no report compares a run with a figure it never claimed (a 40-epoch run with a 200-epoch
+    paper result). Idempotent."""
+    paper = cfg["paper"]
+    if paper.get("top1") is None or not paper.get("config"):
+        return cfg
+    try:
+        reference = validate(config.compose(paper["config"]))
+    except ConfigError as e:
+        differences = [f"its recipe {paper['config']} cannot be read ({e})"]
+    else:
+        differences = recipe_differences(reference, cfg)
+    if differences:
+        for figure in config.PAPER_FIGURES:
+            config.set_dotted(cfg, figure, None)
+        paper["withheld"] = f"the recipe differs from {paper['config']}'s: " + "; ".join(differences)
+    return cfg
 
 
 def validate(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -10,8 +10,8 @@ This package imports nothing of tailcon's but :mod:`tailcon.plugins`; resolving 
 the method, dataset and backbone registries is :func:`tailcon.resolution.resolve`.
 """
 
-from .checks import (VALUE_RULES, check_keys, check_rgb_statistics, check_values, check_world_size, complete,
-                     compose)
+from .checks import (PAPER_FIGURES, VALUE_RULES, check_keys, check_rgb_statistics, check_values, check_world_size, complete,
+                     compose, paper_config)
 from .files import base_chain, base_path, config_name, load_yaml, locate, read_file, shipped_config_dir, \
     shipped_config_names
 from .rules import MAX_MAGNITUDE, ConfigError, Rule, integer, list_of, number, number_in_bounds, one_of, suggest
@@ -19,7 +19,7 @@ from .schema import DEFAULTS, KEYS, PLUMBING, RECIPE, SCHEMA, Key, choices, keys
 from .tree import dump, flatten, get, merge, parse_overrides, parse_value, plain, set_dotted
 from .yaml_io import MAX_CONFIG_VALUES, yaml_load
 
-__all__ = ["VALUE_RULES", "check_keys", "check_rgb_statistics", "check_values", "check_world_size", "complete",
+__all__ = ["PAPER_FIGURES", "paper_config", "VALUE_RULES", "check_keys", "check_rgb_statistics", "check_values", "check_world_size", "complete",
            "compose", "base_chain", "base_path", "config_name", "load_yaml", "locate", "read_file",
            "shipped_config_dir", "shipped_config_names", "MAX_MAGNITUDE", "ConfigError", "Rule", "integer",
            "list_of", "number", "number_in_bounds", "one_of", "suggest", "DEFAULTS", "KEYS", "PLUMBING", "RECIPE",

@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional
 
 from .. import plugins
-from .files import config_name, load_yaml, locate
+from .files import base_chain, config_name, load_yaml, locate, shipped_config_dir
 from .rules import ConfigError, Rule, number_in_bounds, suggest
 from .schema import DEFAULTS, KEYS, SCHEMA, Key, expected_types, rule_of
 from .tree import flatten, get, merge, parse_overrides
 
 # the value rules the schema knows by itself (registry-backed keys are added by tailcon.resolution)
 VALUE_RULES: dict[str, Rule] = {k.name: rule for k in SCHEMA if (rule := rule_of(k.name)) is not None}
+
+PAPER_FIGURES = ("paper.top1", "paper.many", "paper.medium", "paper.few")
 
 
 def check_keys(cfg: Mapping[str, Any], defaults: Mapping[str, Any], where: str = "") -> None:
@@ -102,6 +104,8 @@ def compose(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
         file_cfg = load_yaml(path)
         check_keys(file_cfg, DEFAULTS)
         cfg = merge(cfg, file_cfg)
+        if get(file_cfg, "paper.top1") is not None and not get(file_cfg, "paper.config"):
+            cfg["paper"]["config"] = paper_config(path)
         if not file_cfg.get("name"):
             cfg["name"] = config_name(path)
     if extra:
@@ -111,6 +115,8 @@ def compose(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
     new_method = get(over, "method.name")
     if new_method is not None and new_method != get(cfg, "method.name"):
         cfg["method"] = {}  # the file's method keys belong to the method it named
+    if any(k in PAPER_FIGURES for k in flatten(over)):
+        cfg["paper"]["config"] = None  # figures given on the command line are the user's own claim
     cfg = merge(cfg, over)
     if not cfg["name"]:
         cfg["name"] = "run"
@@ -127,3 +133,15 @@ def complete(cfg: Mapping[str, Any]) -> dict[str, Any]:
     plugins.load_entry_points()
     plugins.import_modules(out["custom_imports"], announce=True)
     return out
+
+
+def paper_config(path: str | os.PathLike) -> str:
+    """The file of ``path``'s ``_base_`` chain (nearest first) that sets the published figures, as
+    a shipped config's name (``cifar10_lt/ldam_drw``) or a path: the recipe those figures are for."""
+    for file, data in base_chain(path):
+        if get(data, "paper.top1") is not None:
+            try:
+                return Path(file).resolve().relative_to(shipped_config_dir()).with_suffix("").as_posix()
+            except ValueError:
+                return str(Path(file).resolve())
+    return str(path)

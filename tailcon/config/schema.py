@@ -75,6 +75,12 @@ SCHEMA: tuple[Key, ...] = (
     *(Key(f"paper.{g}", None, _PERCENT, PLUMBING, resume_safe=True, types=(int, float))
       for g in ("top1", "many", "medium", "few")),
     Key("paper.source", None, None, PLUMBING, resume_safe=True, types=(str,)),
+    # the config whose recipe the figures belong to (set when a file with paper figures is read);
+    # a run whose recipe differs from it gets no figures, and ``paper.withheld`` says why
+    Key("paper.config", None, None, PLUMBING, resume_safe=True, types=(str,),
+        doc="the config (shipped name or file) the published figures are for; set by tailcon"),
+    Key("paper.withheld", None, None, PLUMBING, resume_safe=True, types=(str,),
+        doc="set by tailcon: the recipe keys that differ from paper.config's, when the figures were withheld"),
     Key("method.name", "ce", listed=False, doc="the method; its own keys follow under method. (tailcon.methods)"),
     # ---- data ----
     Key("data.name", "digits_lt", registry="datasets", listed=True,
@@ -121,6 +127,9 @@ SCHEMA: tuple[Key, ...] = (
     Key("model.backbone", "resnet32", registry="backbones", listed=True),
     Key("model.classifier", "linear", choices=("linear", "cosine"), listed=True),
     Key("model.cosine_scale", 30.0, _POSITIVE, listed=True),
+    Key("model.classifier_init", "torch", choices=("torch", "kaiming_normal"), listed=True,
+        doc="the linear classifier's initial weights: torch (nn.Linear's own) | kaiming_normal (the LDAM-DRW "
+            "CIFAR ResNet's, whose _weights_init also reaches the classifier); the cosine classifier has its own"),
     Key("model.zero_init_residual", False, listed=True),
     Key("model.pretrained", None, None, resume_safe=True, listed=True, types=(str,),
         doc="a weights file (torchvision/timm .pth or .safetensors) or tailcon run for the backbone; fresh runs "
@@ -137,7 +146,7 @@ SCHEMA: tuple[Key, ...] = (
         doc="which parameters train: all | last_block (the backbone's last residual block + the heads) | classifier"),
     # ---- optimisation ----
     Key("optim.name", "sgd", choices=("sgd", "adamw", "lars"), listed=True, doc="tailcon.engine.optim"),
-    Key("optim.lr", 0.1, number(0), listed=True),
+    Key("optim.lr", 0.1, _POSITIVE, listed=True, doc="> 0: a zero learning rate trains nothing"),
     Key("optim.momentum", 0.9, number(0, 1), listed=True),
     Key("optim.nesterov", False, listed=True),
     Key("optim.weight_decay", 5e-4, number(0), listed=True),

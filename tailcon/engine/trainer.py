@@ -426,8 +426,10 @@ class Trainer:
             rows.append((f"final epoch {num_epochs}, EMA weights", results["ema"]))
         if self.best is not None and "test" in self.best:
             rows.append((f"best epoch {self.best['epoch']} (picked on {selection})", self.best["test"]))
-        paper = {k: v for k, v in cfg["paper"].items() if v is not None}
-        if paper.get("top1") is not None:  # the published figure this config reproduces, and how far off
+        paper = {k: v for k, v in cfg["paper"].items() if v is not None and k != "withheld"}
+        if cfg["paper"].get("withheld"):  # this run's recipe is not the one the figure is for
+            results["paper_withheld"] = cfg["paper"]["withheld"]
+        elif paper.get("top1") is not None:  # the published figure this config reproduces, and how far off
             results["paper"] = paper
             results["vs_paper"] = {g: final[g] - paper[g] for g in ("top1", "many", "medium", "few")
                                    if paper.get(g) is not None and final.get(g) is not None}
@@ -435,6 +437,8 @@ class Trainer:
         if "vs_paper" in results:
             figures = ", ".join(f"{g} {paper[g]:.2f} (final epoch {diff:+.2f})" for g, diff in results["vs_paper"].items())
             self.log(f"paper: {figures} [{paper.get('source', 'no source given')}]")
+        elif "paper_withheld" in results:
+            self.log(f"paper: no comparison, {results['paper_withheld']} (the published figure is for that recipe)")
         if selection == "test":
             self.log("note: the 'best epoch' row is selected on the test split itself (no validation split); "
                      "the final-epoch row is the unbiased figure")

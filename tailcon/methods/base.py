@@ -99,7 +99,7 @@ class Method(nn.Module):
         m = cfg["model"]
         self.backbone = build_backbone(m["backbone"], bool(m["zero_init_residual"]))
         self.classifier = build_classifier(m["classifier"], self.backbone.num_features, self.num_classes,
-                                           float(m["cosine_scale"]))
+                                           float(m["cosine_scale"]), m["classifier_init"])
 
     def start_from_pretrained(self, path: str) -> None:
         """Load the weights file or run ``path`` into the backbone; momentum key encoders, which

@@ -38,9 +38,18 @@ class LinearClassifier(nn.Linear):
         return self.weight
 
 
-def build_classifier(kind: str, in_features: int, num_classes: int, scale: float = 30.0) -> nn.Module:
+def build_classifier(kind: str, in_features: int, num_classes: int, scale: float = 30.0,
+                     init: str = "torch") -> nn.Module:
+    """``linear`` (with bias) or ``cosine``. ``init="kaiming_normal"`` draws the linear weight as the
+    LDAM-DRW CIFAR ResNet does (kaiming-normal, fan-in; its ``_weights_init`` is applied to the whole
+    network, classifier included), the bias keeping nn.Linear's; ``torch``: nn.Linear's own."""
     if kind == "linear":
-        return LinearClassifier(in_features, num_classes)
+        layer = LinearClassifier(in_features, num_classes)
+        if init == "kaiming_normal":
+            nn.init.kaiming_normal_(layer.weight)
+        elif init != "torch":
+            raise ConfigError(f"unknown model.classifier_init {init!r}; expected 'torch' or 'kaiming_normal'")
+        return layer
     if kind == "cosine":
         return CosineClassifier(in_features, num_classes, scale)
     raise ConfigError(f"unknown model.classifier {kind!r}; expected 'linear' or 'cosine'")

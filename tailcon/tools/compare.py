@@ -172,9 +172,11 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
                 row["best"][m].append(metric(best["test"], m))
         row["minutes"].append(_train_minutes(spec.run_dir))
     papers = {spec.name: config.get(spec.cfg, "paper.top1") for spec in specs}
+    withheld = {spec.name: config.get(spec.cfg, "paper.withheld") for spec in specs}
     out = []
     for row in rows.values():
         row["paper_top1"] = papers.get(row["name"])
+        row["paper_withheld"] = withheld.get(row["name"])
         row["final"] = {m: _mean_std(v) for m, v in row["final"].items()}
         row["best"] = {m: _mean_std(v) for m, v in row["best"].items()}
         row["selected_on"] = "/".join(sorted(row["selected_on"])) or "-"
@@ -239,6 +241,11 @@ def to_markdown(rows: Sequence[dict[str, Any]], title: str = "") -> str:
         lines.append(f"| {r['name']} | {r['method']} | {len(r['seeds'])} | {_pm(f['top1'])} | {_pm(f['many'])} | "
                      f"{_pm(f['medium'])} | {_pm(f['few'])} | {_pm_recorded(f['top5'])} | {_pm_recorded(f['ece'])} | "
                      f"{_pm(r['best']['top1'])} | {_paper(r)} | {_versus_paper(r)} | {r['minutes']:.1f} |")
+    no_paper = [f"- {r['name']}: " + (r["paper_withheld"] if r.get("paper_withheld") else
+                                      "its config names no published result")
+                for r in rows if r.get("paper_top1") is None]
+    if no_paper:
+        lines += ["", "Empty paper columns:", *no_paper]
     failures = [f"- {r['name']}: {f}" for r in rows for f in r.get("failed", [])]
     if failures:
         lines += ["", "Runs without a result (not in the means above):", *failures]

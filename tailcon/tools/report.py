@@ -310,6 +310,19 @@ def _epochs(run: dict[str, Any]) -> str:
     return str(run["results"].get("epoch"))
 
 
+def paper_notes(runs: Sequence[dict[str, Any]]) -> list[str]:
+    """Why a run's paper columns are empty: its recipe differs from the one the published figure
+    is for (the keys that differ), or its config names no published figure."""
+    notes = []
+    for run in runs:
+        r = run["results"]
+        if r.get("paper_withheld"):
+            notes.append(f"- {run['label']}: no paper figure: {r['paper_withheld']}")
+        elif not (r.get("paper") or {}).get("top1"):
+            notes.append(f"- {run['label']}: no paper figure: its config names no published result")
+    return ["", "Paper columns:", "", *notes] if notes else []
+
+
 def say(text: str) -> None:
     """A progress line, flushed at once: long steps say what they do, also in a scheduler's log."""
     print(text, flush=True)
@@ -333,6 +346,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
                      f"{_recorded(r.get('top5'))} | {_recorded(ece.get('overall'))} | "
                      f"{_recorded((r.get('paper') or {}).get('top1'))} | "
                      f"{'-' if 'top1' not in r.get('vs_paper', {}) else format(r['vs_paper']['top1'], '+.2f')} |")
+    lines += paper_notes(runs)
     if any(r["results"].get("ece") for r in runs):
         lines += ["", "ECE per group (expected calibration error over the test images of each group's classes, %):",
                   "", "| run | overall | Many | Medium | Few |", "|---|---|---|---|---|"]

@@ -80,3 +80,29 @@ def test_every_shipped_config_loads_and_validates(path):
 def test_the_old_config_resolve_names_its_new_home():
     with pytest.raises(AttributeError, match=r"tailcon.resolution.resolve"):
         config.resolve  # noqa: B018
+
+
+def test_a_shipped_recipe_at_another_budget_withholds_the_paper_figure_naming_the_keys():
+    cfg = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=40", "optim.warmup_epochs=1",
+                                                     "optim.milestones=[32,36]", "method.drw_epoch=32"])
+    assert [cfg["paper"][g] for g in ("top1", "many", "medium", "few")] == [None] * 4
+    assert cfg["paper"]["config"] == "cifar10_lt/ldam_drw"
+    assert cfg["paper"]["withheld"] == ("the recipe differs from cifar10_lt/ldam_drw's: method.drw_epoch 160 -> 32; "
+                                        "optim.milestones [160, 180] -> [32, 36]; optim.warmup_epochs 5 -> 1; "
+                                        "train.epochs 200 -> 40")
+
+
+def test_plumbing_seed_and_evaluation_cadence_keep_the_paper_figure():
+    cfg = resolution.resolve("cifar10_lt/ldam_drw", ["seed=3", "data.root=/elsewhere", "data.num_workers=7",
+                                                     "train.eval_every=10", "train.log_every=5", "device=cpu",
+                                                     "train.channels_last=false", "method.max_margin=0.5"])
+    assert cfg["paper"]["top1"] == 77.0 and cfg["paper"]["withheld"] is None
+    # resolving a run's saved config again (resume) keeps the decision
+    again = resolution.resolve(None, ["train.epochs=200"], extra=config.plain(cfg))
+    assert again["paper"]["top1"] == 77.0
+    assert resolution.resolve(None, ["train.epochs=300"], extra=config.plain(cfg))["paper"]["top1"] is None
+
+
+def test_a_paper_figure_given_on_the_command_line_is_the_users_own_claim():
+    cfg = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=40", "paper.top1=60.0"])
+    assert cfg["paper"]["top1"] == 60.0 and cfg["paper"]["withheld"] is None and cfg["paper"]["config"] is None

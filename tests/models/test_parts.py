@@ -10,7 +10,8 @@ from PIL import Image
 from tailcon.data import EpochSampler, ImageInfo, build_train_transform, build_view
 from tailcon.data.randaugment import OPS, RandAugment
 from tailcon.data.transforms import RECIPES, Cutout
-from tailcon.models import CosineClassifier, ProjectionMLP, build_backbone
+from tailcon.config import ConfigError
+from tailcon.models import CosineClassifier, ProjectionMLP, build_backbone, build_classifier
 
 
 def test_resnet32_is_the_cifar_variant():
@@ -125,3 +126,24 @@ def test_instance_sampler_is_a_permutation_fixed_by_seed_and_epoch():
     b = list(iter(s))
     s.set_epoch(1)
     assert sorted(a) == list(range(50)) and a != b and list(iter(s)) == a
+
+
+def test_kaiming_normal_classifier_init_draws_the_ldam_codes_weight_distribution():
+    # LDAM-DRW's CIFAR ResNet applies kaiming_normal_ (fan-in, gain sqrt 2) to every Linear, the
+    # classifier included: std sqrt(2 / 64) = 0.177, against nn.Linear's uniform bound 1 / 8 (std 0.072)
+    torch.manual_seed(0)
+    kaiming = torch.stack([build_classifier("linear", 64, 100, init="kaiming_normal").weight for _ in range(20)])
+    plain = torch.stack([build_classifier("linear", 64, 100).weight for _ in range(20)])
+    assert abs(kaiming.std().item() - (2 / 64) ** 0.5) < 0.005
+    assert abs(plain.std().item() - (1 / 8) / 3 ** 0.5) < 0.003 and plain.abs().max() <= 1 / 8
+    with pytest.raises(ConfigError, match="model.classifier_init"):
+        build_classifier("linear", 64, 10, init="xavier")
+
+
+def test_the_ldam_code_based_baselines_start_their_classifier_as_that_code_does():
+    from tailcon import resolution
+
+    for name in ("cifar10_lt/ce", "cifar100_lt/ce", "cifar10_lt/logit_adjusted", "cifar10_lt/class_balanced",
+                 "cifar10_lt/balanced_softmax", "cifar10_lt/ce_if50"):
+        assert resolution.resolve(name)["model"]["classifier_init"] == "kaiming_normal", name
+    assert resolution.resolve("digits_lt")["model"]["classifier_init"] == "torch"

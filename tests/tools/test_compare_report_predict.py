@@ -225,19 +225,28 @@ def test_report_runs_the_backbone_once_per_test_batch(two_runs, monkeypatch):
     assert out["features"].shape == (50, 64)
 
 
-def test_the_paper_figure_stands_beside_the_runs_in_results_compare_and_report(tmp_path, capsys):
+def _config_with_paper(tmp_path):
+    """The embedded config at a 2-epoch budget, with a published figure for exactly that recipe."""
     config_file = tmp_path / "with_paper.yaml"
-    config_file.write_text(f"_base_: {embedded_config_path()}\npaper:\n  top1: 90.0\n  few: 80.0\n  source: a test table\n")
+    config_file.write_text(f"_base_: {embedded_config_path()}\ntrain:\n  epochs: 2\n  max_steps_per_epoch: 2\n"
+                           "optim:\n  warmup_epochs: 0\npaper:\n  top1: 90.0\n  few: 80.0\n  source: a test table\n")
+    return config_file
+
+
+def test_the_paper_figure_stands_beside_the_runs_in_results_compare_and_report(tmp_path, capsys):
+    config_file = _config_with_paper(tmp_path)
     out = tmp_path / "cmp"
-    rows = compare_mod.compare([str(config_file)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2"], out)
+    # another seed, evaluation cadence and progress display are the same recipe
+    rows = compare_mod.compare([str(config_file)], [0, 1], ["train.eval_every=1", "train.progress=false"], out)
     results = json.loads((out / config.config_name(config_file) / "seed0" / "results.json").read_text())
-    assert results["paper"] == {"top1": 90.0, "few": 80.0, "source": "a test table"}
+    assert results["paper"] == {"top1": 90.0, "few": 80.0, "source": "a test table", "config": str(config_file.resolve())}
     assert results["vs_paper"]["top1"] == pytest.approx(results["top1"] - 90.0)
     assert results["vs_paper"]["few"] == pytest.approx(results["few"] - 80.0)
     assert "paper: top1 90.00 (final epoch" in capsys.readouterr().out
     mean = rows[0]["final"]["top1"][0]
     md = (out / "compare.md").read_text()
     assert "| paper top-1 | final - paper |" in md and f"| 90.00 | {mean - 90.0:+.2f} |" in md
+    assert "Empty paper columns" not in md
     header, line = (out / "compare.csv").read_text().splitlines()[:2]
     record = dict(zip(header.split(","), line.split(",")))
     assert float(record["paper_top1"]) == 90.0
@@ -246,4 +255,24 @@ def test_the_paper_figure_stands_beside_the_runs_in_results_compare_and_report(t
     assert main(["report", str(run), "--no-model", "--out", str(tmp_path / "rep")]) == 0
     assert "| 90.00 |" in (tmp_path / "rep" / "report.md").read_text()
     # the paper figure describes the run; correcting it changes nothing trained: the runs are read back
-    compare_mod.compare([str(config_file)], [0, 1], BUDGET + ["train.max_steps_per_epoch=2", "paper.top1=91.0"], out)
+    compare_mod.compare([str(config_file)], [0, 1], ["train.eval_every=1", "train.progress=false", "paper.top1=91.0"], out)
+
+
+def test_a_run_of_another_recipe_gets_no_paper_figure_and_every_output_names_the_keys_that_differ(tmp_path, capsys):
+    config_file = _config_with_paper(tmp_path)
+    out = tmp_path / "cmp"
+    rows = compare_mod.compare([str(config_file)], [0], ["train.epochs=3", "optim.lr=0.05", "train.progress=false"], out)
+    results = json.loads((out / config.config_name(config_file) / "seed0" / "results.json").read_text())
+    assert "paper" not in results and "vs_paper" not in results
+    assert results["paper_withheld"] == (f"the recipe differs from {config_file.resolve()}'s: "
+                                         "optim.lr 0.1 -> 0.05; train.epochs 2 -> 3")
+    printed = capsys.readouterr().out
+    assert "paper: no comparison, the recipe differs from" in printed and "train.epochs 2 -> 3" in printed
+    assert "paper: top1" not in printed
+    assert rows[0]["paper_top1"] is None
+    md = (out / "compare.md").read_text()
+    assert "| - | - |" in md and "Empty paper columns:" in md and "train.epochs 2 -> 3" in md
+    run = out / config.config_name(config_file) / "seed0"
+    assert main(["report", str(run), "--no-model", "--out", str(tmp_path / "rep")]) == 0
+    page = (tmp_path / "rep" / "report.md").read_text()
+    assert "no paper figure: the recipe differs from" in page and "optim.lr 0.1 -> 0.05" in page
