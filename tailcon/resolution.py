@@ -35,7 +35,61 @@ def resolve(path: Optional[str | os.PathLike], overrides: Iterable[str] = (), *,
             extra: Optional[Mapping[str, Any]] = None) -> dict[str, Any]:
     """Defaults <- config file (with ``_base_``) <- ``extra`` <- ``key=value`` overrides, every
     key and value checked, the method's keys filled in: the config a run records."""
-    return withhold_paper_figures(validate(config.compose(path, overrides, extra=extra)))
+    overrides = list(overrides)
+    cfg = validate(config.compose(path, overrides, extra=extra))
+    if cfg["train"]["scale_schedule"] and cfg["train"]["scaled_from"] is None:
+        cfg = scale_schedule(cfg, path, overrides, extra)
+    return withhold_paper_figures(cfg)
+
+
+def schedule_keys(cfg: Mapping[str, Any]) -> list[str]:
+    """The dotted keys of ``cfg`` counted in epochs: warm-up, evaluation cadence, the step
+    schedule's milestones (the step schedule's only), and the method's own switches
+    (``Method.epoch_keys``)."""
+    method = get_method(cfg["method"]["name"])
+    milestones = ["optim.milestones"] if cfg["optim"]["schedule"] == "step" else []  # other schedules ignore them
+    return ["optim.warmup_epochs", *milestones, "train.eval_every", *(f"method.{k}" for k in method.epoch_keys)]
+
+
+def scale_schedule(cfg: dict[str, Any], path: Optional[str | os.PathLike], overrides: list[str],
+                   extra: Optional[Mapping[str, Any]]) -> dict[str, Any]:
+    """``train.scale_schedule``: the recipe at another ``train.epochs`` with its shape kept. Each
+    epoch-valued key the command line does not set itself becomes ``round(value * new / old)``
+    (Python's round; at least 1 where the recipe's value is at least 1), ``old`` being the epochs
+    of the config without the ``train.epochs`` override; ``train.scaled_from`` records ``old``."""
+    given = config.flatten(config.parse_overrides(overrides))
+    recipe = validate(config.compose(path, [o for o in overrides if not o.startswith("train.epochs=")], extra=extra))
+    old, new = int(recipe["train"]["epochs"]), int(cfg["train"]["epochs"])
+    if old == new:
+        return cfg
+
+    def scaled(value: int) -> int:
+        return max(1, round(value * new / old)) if value >= 1 else value
+
+    for key in schedule_keys(cfg):
+        value = config.get(recipe, key)
+        if key in given or value is None:
+            continue
+        config.set_dotted(cfg, key, [scaled(int(v)) for v in value] if isinstance(value, list) else scaled(int(value)))
+    cfg["train"]["scaled_from"] = old
+    return cfg
+
+
+def schedule_warnings(cfg: Mapping[str, Any]) -> list[str]:
+    """Schedule switches a run never reaches (at or past ``train.epochs``): a shortened recipe whose
+    warm-up, lr drops or method switches stayed where the long one had them."""
+    epochs = int(cfg["train"]["epochs"])
+    out = []
+    for key in schedule_keys(cfg):
+        if key == "train.eval_every":
+            continue
+        value = config.get(cfg, key)
+        late = [v for v in (value if isinstance(value, list) else [value]) if v is not None and int(v) >= epochs]
+        if late and not (key == "method.epoch_offset" and not int(value)):
+            out.append(f"{key}={value} is at or past the run's end (train.epochs={epochs}): "
+                       + ("the lr never drops there" if key == "optim.milestones" else
+                          "the warm-up never ends" if key == "optim.warmup_epochs" else "that switch never happens"))
+    return out
 
 
 # recipe keys that change no trained weight's expected value: another seed or evaluation cadence is

@@ -102,7 +102,11 @@ def compose(path: str | os.PathLike | None, overrides: Iterable[str] = (), *,
     if path is not None:
         path = locate(path)
         file_cfg = load_yaml(path)
-        check_keys(file_cfg, DEFAULTS)
+        for file, data in base_chain(path):  # each file on its own: an error names the file that has the key
+            try:
+                check_keys(data, DEFAULTS)
+            except ConfigError as e:
+                raise ConfigError(f"config {file}: {e}") from None
         cfg = merge(cfg, file_cfg)
         if get(file_cfg, "paper.top1") is not None and not get(file_cfg, "paper.config"):
             cfg["paper"]["config"] = paper_config(path)

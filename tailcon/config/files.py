@@ -18,7 +18,7 @@ def read_file(path: Path) -> dict[str, Any]:
     try:
         data = yaml_load(path.read_text(encoding="utf-8")) or {}
     except yaml.YAMLError as e:
-        raise ConfigError(f"config {path}: invalid YAML: {e}") from None
+        raise ConfigError(f"config {_where(path, e)}: invalid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError as e:
         raise ConfigError(f"config {path}: not UTF-8 text ({e})") from None
     except ConfigError as e:
@@ -26,6 +26,20 @@ def read_file(path: Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config {path}: the top level must be a mapping, got {type(data).__name__}")
     return data
+
+
+def _where(path: Path, error: yaml.YAMLError) -> str:
+    """``FILE:LINE:COLUMN`` of a YAML error (1-based, as editors count), or the file alone."""
+    mark = getattr(error, "problem_mark", None)
+    return f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """PyYAML's one-line reason (its message quotes the text and the ``<unicode string>`` it read)."""
+    problem = getattr(error, "problem", None)
+    context = getattr(error, "context", None)
+    text = f"{problem}" + (f" ({context})" if context else "") if problem else str(error).splitlines()[0]
+    return text
 
 
 def base_chain(path: str | os.PathLike) -> list[tuple[Path, dict[str, Any]]]:

@@ -24,9 +24,11 @@ def suggest(key: str, valid: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``valid`` to ``key``, or "" (a right leaf under a
     wrong section, ``lr`` for ``optim.lr``, is found too). Shared by every did-you-mean message."""
     valid = list(valid)
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    if not close:  # a right leaf under a wrong section, e.g. "lr" for "optim.lr"
-        leaf = key.rsplit(".", 1)[-1]
+    leaf = key.rsplit(".", 1)[-1]
+    # a right leaf under a wrong section first ("train.lr" -> "optim.lr"), then the closest spelling
+    close = [v for v in valid if v != key and v.rsplit(".", 1)[-1] == leaf][:1] if "." in key else []
+    close = close or difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
+    if not close:
         close = [v for v in valid if v.rsplit(".", 1)[-1] == leaf][:1]
     return f" (did you mean '{close[0]}'?)" if close else ""
 

@@ -177,6 +177,12 @@ SCHEMA: tuple[Key, ...] = (
         doc="torch.compile the backbone: true (default mode), or a mode: reduce-overhead (CUDA graphs; wants "
             "static batch shapes, data.drop_last=true) or max-autotune"),
     Key("train.eval_every", 1, integer(1), resume_safe=True, listed=True),
+    Key("train.scale_schedule", False, None, PLUMBING, resume_safe=True,
+        doc="true: a train.epochs that differs from the config file's scales warm-up, lr milestones, the method's "
+            "epoch switches (e.g. DRW's drw_epoch) and eval_every by new/old epochs (round(), at least 1 where "
+            "the recipe's value is), the scaled values recorded in the run's config"),
+    Key("train.scaled_from", None, integer(1), PLUMBING, resume_safe=True, types=(int,),
+        doc="set by tailcon: the config file's epochs that train.scale_schedule scaled from"),
     Key("train.progress", True, None, PLUMBING, resume_safe=True, doc="progress bars (also off when stdout is not a TTY)"),
     Key("train.deterministic", False, kind=PLUMBING),
     Key("train.max_steps_per_epoch", None, integer(1), types=(int,), nullable=True,

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional
 import torch
 
 from .. import config, distributed
+from ..resolution import schedule_keys, schedule_warnings
 from ..errors import TailconError
 from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
 from ..data.loaders import GlobalBatches, seed_everything
@@ -371,6 +372,12 @@ class Trainer:
                  f"model {cfg['model']['backbone']}, {num_epochs} epochs on {self.device}"
                  f"{f' x {self.world_size} processes' if self.world_size > 1 else ''}, {self.pipeline} pipeline; "
                  f"run dir {self.run.path}")
+        if t["scaled_from"] is not None:
+            keys = ", ".join(f"{k} {config.get(cfg, k)}" for k in schedule_keys(cfg))
+            self.log(f"tailcon: schedule scaled from the recipe's {t['scaled_from']} epochs to {num_epochs}: {keys}")
+        for warning in schedule_warnings(cfg):
+            self.log(f"tailcon: warning: {warning}; train.scale_schedule=true scales the recipe's schedule to "
+                     "train.epochs")
         if self.start_epoch:
             self.log(f"tailcon: resuming after epoch {self.start_epoch}")
         if selection == "test":

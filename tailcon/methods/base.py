@@ -78,6 +78,9 @@ class Method(nn.Module):
     # method keys a resumed run may change (besides the schema's resume-safe keys): none of them can
     # change what was computed so far
     resume_safe_keys: ClassVar[tuple[str, ...]] = ()
+    # method keys counted in epochs of this run (a schedule switch): train.scale_schedule scales
+    # them with train.epochs, and one at or past the run's end is warned about
+    epoch_keys: ClassVar[tuple[str, ...]] = ()
     # submodules whose input is the same on every rank (not a data batch): model.sync_bn leaves
     # their BatchNorm local, so its statistics stay those of one process
     replicated_modules: tuple[str, ...] = ()

@@ -80,6 +80,7 @@ class LDAMDRW(_ClassifierMethod):
     uniform class weights until ``drw_epoch`` (0-based), effective-number weights with
     ``drw_beta`` from then on. Test time: the cosine logits, no margin."""
     name = "ldam_drw"
+    epoch_keys = ("drw_epoch",)
     rules = {"max_margin": number(0), "drw_epoch": integer(0), "drw_beta": number(0, 1, hi_open=True)}
     defaults = {"max_margin": 0.5, "drw_epoch": 160, "drw_beta": 0.9999}
 

@@ -18,6 +18,7 @@ from .base import Method, register
 
 
 class _Hybrid(Method):
+    epoch_keys = ("epoch_offset",)
     defaults = {
         "temperature": 0.1,
         "proj_hidden": None,  # None: the backbone's feature dim (SupCon-style head) [ASSUME]

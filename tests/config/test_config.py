@@ -106,3 +106,31 @@ def test_plumbing_seed_and_evaluation_cadence_keep_the_paper_figure():
 def test_a_paper_figure_given_on_the_command_line_is_the_users_own_claim():
     cfg = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=40", "paper.top1=60.0"])
     assert cfg["paper"]["top1"] == 60.0 and cfg["paper"]["withheld"] is None and cfg["paper"]["config"] is None
+
+
+def test_scale_schedule_keeps_the_recipes_shape_at_another_budget_and_records_it():
+    cfg = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=40", "train.scale_schedule=true"])
+    assert (cfg["optim"]["warmup_epochs"], cfg["optim"]["milestones"], cfg["method"]["drw_epoch"]) == (1, [32, 36], 32)
+    assert cfg["train"]["scaled_from"] == 200 and cfg["train"]["eval_every"] == 1
+    # the very schedule the LDAM-DRW code's scaled run uses (benchmarks/reference_parity.py)
+    explicit = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=40", "optim.warmup_epochs=1",
+                                                          "optim.milestones=[32,36]", "method.drw_epoch=32"])
+    for key in ("optim.warmup_epochs", "optim.milestones", "method.drw_epoch", "train.eval_every"):
+        assert config.get(cfg, key) == config.get(explicit, key), key
+    # a key the command line sets itself is kept; a resumed run (its saved config) is not scaled again
+    own = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=20", "train.scale_schedule=true", "method.drw_epoch=19"])
+    assert own["method"]["drw_epoch"] == 19 and own["optim"]["milestones"] == [16, 18] and own["optim"]["warmup_epochs"] == 1
+    again = resolution.resolve(None, ["train.epochs=50"], extra=config.plain(cfg))
+    assert again["optim"]["milestones"] == [32, 36] and again["train"]["scaled_from"] == 200
+
+
+def test_a_shortened_recipe_warns_about_each_switch_it_never_reaches():
+    short = resolution.resolve("cifar10_lt/ldam_drw", ["train.epochs=40"])
+    warnings = resolution.schedule_warnings(short)
+    assert [w.split("=")[0] for w in warnings] == ["optim.milestones", "method.drw_epoch"]
+    assert "optim.milestones=[160, 180] is at or past the run's end (train.epochs=40): the lr never drops" in warnings[0]
+    assert "method.drw_epoch=160" in warnings[1] and "never happens" in warnings[1]
+    assert resolution.schedule_warnings(resolution.resolve("cifar10_lt/ldam_drw")) == []
+    # a cosine schedule has no milestones to miss; a warm-up as long as the run is one
+    cosine = resolution.resolve("digits_lt", ["train.epochs=2"])
+    assert [w.split("=")[0] for w in resolution.schedule_warnings(cosine)] == ["optim.warmup_epochs"]

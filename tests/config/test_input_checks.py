@@ -226,3 +226,28 @@ def test_the_non_finite_loss_message_points_at_empty_classes(tmp_path):
 def test_compile_takes_a_mode_as_well_as_a_bool(tmp_path):
     assert tiny_cfg(tmp_path, "train.compile=reduce-overhead")["train"]["compile"] == "reduce-overhead"
     assert tiny_cfg(tmp_path, "train.compile=true")["train"]["compile"] is True
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_the_file_line_and_column(tmp_path, capsys):
+    from tailcon.cli import main
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data:\n  name: cifar10_lt\n  root: x\n bad: [1\n")
+    assert main(["config", str(bad)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"tailcon: error: config {bad}:4:2: invalid YAML: ") and len(err.splitlines()) == 1
+    assert "<unicode string>" not in err
+
+
+def test_a_key_in_the_wrong_section_names_its_file_and_the_same_leaf_elsewhere(tmp_path):
+    from tailcon import resolution
+
+    base = tmp_path / "base.yaml"
+    base.write_text("train:\n  lr: 0.1\n")
+    child = tmp_path / "child.yaml"
+    child.write_text("_base_: base.yaml\noptim:\n  momentum: 0.8\n")
+    with pytest.raises(config.ConfigError, match=rf"^config {re.escape(str(base))}: unknown config key 'train.lr' "
+                                                 r"\(did you mean 'optim.lr'\?\)$"):
+        resolution.resolve(child)
+    with pytest.raises(config.ConfigError, match=r"'train.lr' \(did you mean 'optim.lr'\?\)"):
+        resolution.resolve(None, ["train.lr=0.1"])

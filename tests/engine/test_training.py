@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tailcon import config, resolution
-from tailcon.cli import main
+from tailcon.cli import embedded_config_path, main
 from tailcon.engine import NonFiniteLossError, Trainer, load_checkpoint, train
 from tailcon.tools.evaluate import evaluate_checkpoint
 from tailcon import rundir as ckpt_mod
@@ -168,3 +168,18 @@ def test_in_memory_evaluation_on_the_device_predicts_as_the_per_image_path(tmp_p
     assert agree >= 299 / 300, f"only float rounding may flip an argmax; agreement {agree:.4f}"
     images, _ = trainer.data.test.on_device(trainer.device)
     assert images.dtype == torch.uint8 and trainer.data.test.on_device(trainer.device)[0] is images, "uploaded once"
+
+
+def test_a_run_names_the_schedule_switches_it_never_reaches_and_a_scaled_schedule(tmp_path, capsys):
+    train(tiny_cfg(tmp_path, "optim.warmup_epochs=3", "train.max_steps_per_epoch=1", epochs=1))
+    out = capsys.readouterr().out
+    assert "tailcon: warning: optim.warmup_epochs=3 is at or past the run's end (train.epochs=1)" in out
+    assert "train.scale_schedule=true" in out
+    cfg = resolution.resolve(embedded_config_path(), [f"run_dir={tmp_path / 'scaled'}", "train.epochs=3",
+                                                      "train.scale_schedule=true", "train.progress=false",
+                                                      "train.max_steps_per_epoch=1"])
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "schedule scaled from the recipe's 30 epochs to 3: optim.warmup_epochs 1, train.eval_every 1" in out
+    assert "warning" not in out
+    assert config.load_yaml(tmp_path / "scaled" / "config.yaml")["optim"]["warmup_epochs"] == 1
