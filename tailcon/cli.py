@@ -83,9 +83,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         cfg = resolution.resolve(path or embedded_config_path(), overrides)
         if path is None:
-            print(f"tailcon: no CONFIG given: training the embedded default, {embedded_config_path()}\n"
-                  "         (long-tailed handwritten digits from scikit-learn, 10 classes, imbalance factor 10, "
-                  "ResNet-8; no download needed)")
+            print(f"tailcon: no CONFIG given: training from the embedded default config, {embedded_config_path()}")
+            if cfg["data"]["name"] == "digits_lt":  # describe the data only when it is the demo's
+                print(f"         (long-tailed handwritten digits from scikit-learn, imbalance factor "
+                      f"{cfg['data']['imbalance_factor']:g}, {cfg['model']['backbone']}; no download needed)")
     train(cfg)
     return 0
 
@@ -161,12 +162,13 @@ def cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from .data import list_images
+    from .engine.metrics import counted
     from .inference import format_topk, load
 
     predictor = load(args.path, device=args.device, which=args.checkpoint, trust=args.trust)
     images = list_images(args.images)
     # with --json, stdout holds only JSON lines: one object per image
-    print(f"tailcon predict: {predictor}, {len(images)} images", file=sys.stderr if args.json else sys.stdout)
+    print(f"tailcon predict: {predictor}, {counted(len(images), 'image')}", file=sys.stderr if args.json else sys.stdout)
     failed = 0
     for names, batch, bad in _readable_batches(predictor, images):
         failed += len(bad)
@@ -189,12 +191,13 @@ def cmd_embed(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .data import list_images
+    from .engine.metrics import counted
     from .rundir import atomic_replace
     from .inference import load
 
     predictor = load(args.path, device=args.device, which=args.checkpoint)
     images = list_images(args.images)
-    print(f"tailcon embed: {predictor}, {len(images)} images", flush=True)
+    print(f"tailcon embed: {predictor}, {counted(len(images), 'image')}", flush=True)
     feats, names, failed = [], [], 0
     for batch_names, batch, bad in _readable_batches(predictor, images, size=args.batch_size):
         failed += len(bad)
@@ -379,8 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--batch-size", type=positive_int, default=64)
     em.add_argument("--device", default=None)
     em.set_defaults(func=cmd_embed)
-    x = sub.add_parser("export", help="a standalone inference artifact: safetensors, TorchScript or ONNX",
-                       description="tailcon export RUN_DIR_OR_CHECKPOINT --format safetensors|torchscript|onnx "
+    x = sub.add_parser("export", help="a standalone inference artifact: safetensors, TorchScript, pt2 (torch.export) or ONNX",
+                       description=f"tailcon export RUN_DIR_OR_CHECKPOINT --format {'|'.join(FORMATS)} "
                                    "[--out FILE]: backbone + classifier + normalisation (no optimizer state), with "
                                    "the classes and preprocessing in the file's metadata. Default FILE: "
                                    "RUN_DIR/export/<checkpoint>.<format suffix>; an existing file is refused "

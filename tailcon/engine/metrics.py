@@ -97,6 +97,12 @@ def format_pct(value: Optional[float]) -> str:
     return "empty" if value is None else f"{value:.2f}"
 
 
+def counted(n: int, noun: str, plural: Optional[str] = None) -> str:
+    """``1 epoch``, ``2 epochs``, ``3 classes`` (``plural`` for an irregular one): a count with its
+    noun in the right number."""
+    return f"{n} {noun}" if n == 1 else f"{n} {plural or noun + 's'}"
+
+
 def format_report(rows: list[tuple[str, dict]], title: str = "") -> str:
     """A fixed-width table: one row per (label, metrics)."""
     extra = [k for k in ("top5", "ece") if any(k in m for _, m in rows)]

@@ -33,7 +33,7 @@ from .evaluation import predict_dataset, show_progress
 from .geometry import knn_predict
 from .host import tune_host_allocator
 from .logging import RunLogger
-from .metrics import evaluation_metrics, format_report
+from .metrics import counted, evaluation_metrics, format_report
 from .optim import build_optimizer
 from .pipeline import build_train_loader, choose_pipeline
 from .manifest import finish_manifest, start_manifest
@@ -367,9 +367,10 @@ class Trainer:
         logger = RunLogger(self.run.path, enabled=self.is_main, config=cfg)
         logger.truncate_after(self.start_epoch if self.pending is None else self.start_epoch - 1)
         selection = "val" if self.data.has_val else "test"
-        self.log(f"tailcon: method {self.method.name}, data {self.data.name} ({len(self.data.train)} train images, "
-                 f"{self.data.num_classes} classes, counts {_counts_summary(self.data.cls_num_list)}), "
-                 f"model {cfg['model']['backbone']}, {num_epochs} epochs on {self.device}"
+        self.log(f"tailcon: method {self.method.name}, data {self.data.name} ({counted(len(self.data.train), 'train image')}, "
+                 f"{counted(self.data.num_classes, 'class', 'classes')}, "
+                 f"counts {_counts_summary(self.data.cls_num_list)}), "
+                 f"model {cfg['model']['backbone']}, {counted(num_epochs, 'epoch')} on {self.device}"
                  f"{f' x {self.world_size} processes' if self.world_size > 1 else ''}, {self.pipeline} pipeline; "
                  f"run dir {self.run.path}")
         if t["scaled_from"] is not None:
@@ -418,7 +419,7 @@ class Trainer:
         finally:
             logger.close()
         if not self.method.evaluates:
-            self.log(f"tailcon: stage finished after {num_epochs} epochs ({self.run.checkpoint('last')}); "
+            self.log(f"tailcon: stage finished after {counted(num_epochs, 'epoch')} ({self.run.checkpoint('last')}); "
                      "it has no trained classifier to evaluate")
             if self.is_main:
                 finish_manifest(self.run)

@@ -5,7 +5,7 @@ import pytest
 from tailcon.cli import main
 from tailcon.engine import train
 
-from conftest import tiny_cfg
+from conftest import tiny_cfg, write_image_folder
 
 
 def test_off_a_terminal_training_prints_a_plain_line_every_log_every_steps(tmp_path, capsys):
@@ -295,3 +295,17 @@ def test_backbone_speed_measures_bf16_beside_fp32():
     assert isinstance(cpu_has_amx(), bool)
     for amp in ("none", "bf16"):
         assert backbone_speed.images_per_second("resnet8", "nhwc", batch=4, steps=1, amp=amp) > 0
+
+
+def test_the_banner_describes_what_runs_with_counts_in_the_right_number(tmp_path, capsys):
+    from tailcon.engine.metrics import counted
+
+    assert (counted(1, "epoch"), counted(2, "epoch"), counted(1, "class", "classes"), counted(3, "class", "classes")) \
+        == ("1 epoch", "2 epochs", "1 class", "3 classes")
+    root = tmp_path / "imgs"
+    write_image_folder(root)
+    assert main(["train", "data.name=folder", f"data.root={root}", "data.image_size=8", "model.backbone=resnet8",
+                 "train.epochs=1", "data.batch_size=2", "train.progress=false", f"run_dir={tmp_path / 'run'}"]) == 0
+    out = capsys.readouterr().out
+    assert "training from the embedded default config" in out and "handwritten digits" not in out
+    assert "data folder (5 train images, 2 classes" in out and "1 epoch on cpu" in out
