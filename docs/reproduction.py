@@ -33,7 +33,7 @@ has no validation split). Short runs that only show a method trains are in
 Sources: the config's `paper.source` ([PAPER-v]: a paper table, checked; [PAPER-r]: recalled, not
 checked against the paper; [README]: the authors' repository README; [recalled]: a baseline's
 figure from the literature, from memory). Paper-budget runs need a GPU for all but the CIFAR
-baselines; none has been lent so far.
+baselines; none has been run on a GPU yet.
 """
 
 NOTES = """

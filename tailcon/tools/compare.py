@@ -173,10 +173,12 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
         row["minutes"].append(_train_minutes(spec.run_dir))
     papers = {spec.name: config.get(spec.cfg, "paper.top1") for spec in specs}
     withheld = {spec.name: config.get(spec.cfg, "paper.withheld") for spec in specs}
+    sources = {spec.name: config.get(spec.cfg, "paper.source") for spec in specs}
     out = []
     for row in rows.values():
         row["paper_top1"] = papers.get(row["name"])
         row["paper_withheld"] = withheld.get(row["name"])
+        row["paper_recalled"] = recalled(sources.get(row["name"]))
         row["final"] = {m: _mean_std(v) for m, v in row["final"].items()}
         row["best"] = {m: _mean_std(v) for m, v in row["best"].items()}
         row["selected_on"] = "/".join(sorted(row["selected_on"])) or "-"
@@ -185,8 +187,16 @@ def collect(specs: Sequence[RunSpec]) -> list[dict[str, Any]]:
     return out
 
 
+def recalled(source: Optional[str]) -> bool:
+    """Whether a published figure's ``paper.source`` marks it as recalled, not read from the paper
+    (``[recalled]``, ``[PAPER-r]``): such a figure is shown with ``(recalled)`` wherever it is printed."""
+    return bool(source) and ("[recalled" in source or "[PAPER-r" in source)
+
+
 def _paper(row: Mapping[str, Any]) -> str:
-    return "-" if row.get("paper_top1") is None else f"{row['paper_top1']:.2f}"
+    if row.get("paper_top1") is None:
+        return "-"
+    return f"{row['paper_top1']:.2f}" + (" (recalled)" if row.get("paper_recalled") else "")
 
 
 def _versus_paper(row: Mapping[str, Any]) -> str:

@@ -20,6 +20,7 @@ from .. import config
 from ..engine.logging import read_metrics
 from ..engine.metrics import FEW_THRESHOLD, MANY_THRESHOLD, format_pct, shot_groups
 from ..rundir import RunDir
+from .compare import recalled
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
 
@@ -310,6 +311,11 @@ def _epochs(run: dict[str, Any]) -> str:
     return str(run["results"].get("epoch"))
 
 
+def _paper_figure(paper: dict[str, Any]) -> str:
+    return _recorded(paper.get("top1")) + (" (recalled)" if paper.get("top1") is not None
+                                           and recalled(paper.get("source")) else "")
+
+
 def paper_notes(runs: Sequence[dict[str, Any]]) -> list[str]:
     """Why a run's paper columns are empty: its recipe differs from the one the published figure
     is for (the keys that differ), or its config names no published figure."""
@@ -344,7 +350,7 @@ def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: i
         lines.append(f"| {run['label']} | {run['method']} | {_epochs(run)} | {format_pct(r.get('top1'))} | "
                      f"{format_pct(r.get('many'))} | {format_pct(r.get('medium'))} | {format_pct(r.get('few'))} | "
                      f"{_recorded(r.get('top5'))} | {_recorded(ece.get('overall'))} | "
-                     f"{_recorded((r.get('paper') or {}).get('top1'))} | "
+                     f"{_paper_figure(r.get('paper') or {})} | "
                      f"{'-' if 'top1' not in r.get('vs_paper', {}) else format(r['vs_paper']['top1'], '+.2f')} |")
     lines += paper_notes(runs)
     if any(r["results"].get("ece") for r in runs):

@@ -276,3 +276,12 @@ def test_a_run_of_another_recipe_gets_no_paper_figure_and_every_output_names_the
     assert main(["report", str(run), "--no-model", "--out", str(tmp_path / "rep")]) == 0
     page = (tmp_path / "rep" / "report.md").read_text()
     assert "no paper figure: the recipe differs from" in page and "optim.lr 0.1 -> 0.05" in page
+
+
+def test_a_recalled_paper_figure_is_marked_so_in_compare():
+    assert compare_mod.recalled("LDAM-DRW (Cao et al. 2019), Table 2, error 22.97 [recalled]")
+    assert compare_mod.recalled("Hybrid (Wang et al. 2021), Table 1 [PAPER-r]")
+    assert not compare_mod.recalled("BCL (Zhu et al. 2022), CIFAR-10-LT IF100, ResNet-32 [PAPER-v]")
+    assert not compare_mod.recalled(None)
+    row = {"paper_top1": 77.0, "paper_recalled": True}
+    assert compare_mod._paper(row) == "77.00 (recalled)"
