@@ -124,12 +124,24 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_compare(args: argparse.Namespace) -> int:
     import datetime
 
-    from .tools.compare import compare
+    from .tools.compare import compare, compare_runs, is_run_dir
 
     configs = [a for a in args.args if "=" not in a]
     overrides = [a for a in args.args if "=" in a]
     if not configs:
-        raise config.ConfigError("tailcon compare needs at least one CONFIG")
+        raise config.ConfigError("tailcon compare needs at least one CONFIG or RUN_DIR")
+    for c in configs:
+        if Path(c).is_dir() and not is_run_dir(c):
+            raise config.ConfigError(f"{c} is a directory that holds no run (no config.yaml in it): give run "
+                                     "directories, or config files to train")
+    runs = [c for c in configs if is_run_dir(c) or (any(ch in c for ch in "*?[") and not Path(c).is_file())]
+    if runs:  # run directories: read back, never trained
+        if len(runs) != len(configs) or overrides:
+            raise config.ConfigError("tailcon compare takes either run directories (read back as they are) or "
+                                     f"configs with key=value overrides (trained), not both: {', '.join(runs)} "
+                                     "are run directories")
+        compare_runs(runs, args.out or f"runs/compare-{datetime.datetime.now():%Y%m%d-%H%M%S}")
+        return 0
     if args.no_progress:
         overrides.append("train.progress=false")
     out = args.out or f"runs/compare-{datetime.datetime.now():%Y%m%d-%H%M%S}"
@@ -348,12 +360,15 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--json", action="store_true", help="last line: the result as one JSON object")
     b.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
     b.set_defaults(func=cmd_bench)
-    m = sub.add_parser("compare", help="train several configs at the same budget and seeds; Markdown + CSV table",
+    m = sub.add_parser("compare", help="one table of runs: configs trained at the same budget and seeds, or runs "
+                                       "you have",
                        description="tailcon compare CONFIG... [--seeds 0 1 2] [--out DIR] [key=value ...]: the "
                                    "overrides apply to every config (the common budget); finished runs are read "
-                                   "back, interrupted ones resume. Writes OUT/compare.md and OUT/compare.csv: "
-                                   "final-epoch top-1 and Many/Medium/Few as mean ± std, best epoch labelled.")
-    m.add_argument("args", nargs="*", metavar="CONFIG|key=value")
+                                   "back, interrupted ones resume. tailcon compare RUN_DIR... ('runs/*' works too): "
+                                   "the runs as they are, seeds of one recipe in one row, nothing trained. Writes "
+                                   "OUT/compare.md and OUT/compare.csv: final-epoch top-1 and Many/Medium/Few as "
+                                   "mean ± std, best epoch labelled.")
+    m.add_argument("args", nargs="*", metavar="CONFIG|RUN_DIR|key=value")
     m.add_argument("--seeds", type=int, nargs="+", default=[0])
     m.add_argument("--out", default=None, help="runs and tables go here (default runs/compare-<time>)")
     m.add_argument("--table-only", action="store_true", help="only rebuild the table from finished runs")

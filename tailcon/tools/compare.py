@@ -291,6 +291,68 @@ def _fmt(x: Optional[float]) -> str:
     return "" if x is None else f"{x:.4f}"
 
 
+def is_run_dir(path: str | Path) -> bool:
+    """A directory that holds a run (its ``config.yaml``), not a config file."""
+    return Path(path).is_dir() and RunDir(path).config.is_file()
+
+
+def specs_from_runs(paths: Sequence[str]) -> tuple[list[RunSpec], list[str]]:
+    """Finished or not, the runs in ``paths`` (run directories; ``*`` patterns are expanded here
+    too), grouped into one row per recipe: runs that differ only in ``seed`` (and plumbing) share a
+    row; runs of one config name at different recipes get rows ``name``, ``name#2``, ... and a note
+    naming the keys that differ from the first. Returns (specs, notes)."""
+    import glob
+
+    dirs: list[str] = []
+    for p in paths:
+        matched = sorted(glob.glob(p)) if any(c in p for c in "*?[") else [p]
+        if not matched:
+            raise config.ConfigError(f"{p} matches no run directory")
+        dirs += matched
+    groups: list[tuple[str, dict, list[RunSpec]]] = []  # (row name, first config, specs)
+    notes = []
+    for d in dirs:
+        if not is_run_dir(d):
+            raise config.ConfigError(f"{d} is not a run directory (no config.yaml in it); tailcon compare takes "
+                                     "run directories, or configs to train")
+        cfg = config.complete(config.load_yaml(RunDir(d).config))
+        name = cfg.get("name") or Path(d).name
+        spec = RunSpec(name, str(RunDir(d).config), int(cfg["seed"]), Path(d), cfg)
+        same_name = [g for g in groups if g[2][0].name == name]
+        for row_name, first, specs in same_name:
+            if not resolution.recipe_differences(first, cfg):
+                if any(s.seed == spec.seed for s in specs):
+                    notes.append(f"{d}: a second run of {row_name} with seed {spec.seed}; both are in its mean")
+                spec.name = row_name
+                specs.append(spec)
+                break
+        else:
+            row_name = name if not same_name else f"{name}#{len(same_name) + 1}"
+            if same_name:
+                diff = resolution.recipe_differences(same_name[0][1], cfg)
+                notes.append(f"{row_name} ({d}) is another recipe than {name}: " + "; ".join(diff))
+            spec.name = row_name
+            groups.append((row_name, cfg, [spec]))
+    return [s for _, _, specs in groups for s in specs], notes
+
+
+def compare_runs(paths: Sequence[str], out: str | Path) -> list[dict[str, Any]]:
+    """``tailcon compare RUN_DIR...``: the table of runs that exist, seeds of one recipe grouped;
+    nothing is trained or resumed."""
+    specs, notes = specs_from_runs(paths)
+    rows = collect(specs)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = to_markdown(rows, title=f"Comparison of existing runs: `tailcon compare {' '.join(paths)}`\n")
+    if notes:
+        md += "\nRows:\n" + "".join(f"- {n}\n" for n in notes)
+    atomic_write_text(out / "compare.md", md)
+    atomic_write_text(out / "compare.csv", to_csv(rows))
+    print(md)
+    print(f"tailcon compare: wrote {out / 'compare.md'} and {out / 'compare.csv'}")
+    return rows
+
+
 def compare(configs: Sequence[str], seeds: Sequence[int], overrides: Sequence[str], out: str | Path,
             train_runs: bool = True) -> list[dict[str, Any]]:
     out = Path(out)

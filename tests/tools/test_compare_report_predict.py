@@ -285,3 +285,23 @@ def test_a_recalled_paper_figure_is_marked_so_in_compare():
     assert not compare_mod.recalled(None)
     row = {"paper_top1": 77.0, "paper_recalled": True}
     assert compare_mod._paper(row) == "77.00 (recalled)"
+
+
+def test_compare_reads_existing_runs_groups_seeds_and_separates_other_recipes(tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for name, extra in (("a0", ["seed=0"]), ("a1", ["seed=1"]), ("lr", ["seed=0", "optim.lr=0.05"])):
+        train(tiny_cfg(runs / name, "train.max_steps_per_epoch=2", *extra, epochs=1))
+    before = {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()}
+    out = tmp_path / "table"
+    assert main(["compare", str(runs / "*" / "run"), "--out", str(out)]) == 0
+    assert {p: p.stat().st_mtime_ns for p in runs.rglob("*") if p.is_file()} == before, "nothing trained or rewritten"
+    md = (out / "compare.md").read_text()
+    cfg = resolution.resolve(embedded_config_path())
+    name, method = cfg["name"], cfg["method"]["name"]
+    assert f"| {name} | {method} | 2 |" in md and f"| {name}#2 | {method} | 1 |" in md
+    assert f"{name}#2 ({runs / 'lr' / 'run'}) is another recipe than {name}: optim.lr 0.1 -> 0.05" in md
+    capsys.readouterr()
+    assert main(["compare", str(runs / "a0"), "--out", str(out)]) == 2
+    assert f"{runs / 'a0'} is a directory that holds no run" in capsys.readouterr().err
+    assert main(["compare", str(runs / "a0" / "run"), "train.epochs=3", "--out", str(out)]) == 2
+    assert "either run directories" in capsys.readouterr().err
