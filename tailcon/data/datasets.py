@@ -71,6 +71,60 @@ def open_rgb(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAG
             raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
 
 
+def _decodes(path: str, max_pixels: Optional[int]) -> Optional[str]:
+    """None when the whole file decodes, else the reason. JPEGs decode at reduced scale
+    (``draft``): every byte of the entropy-coded data is still read, so a cut-off file fails."""
+    try:
+        with open_checked(path, max_pixels) as im:
+            if im.format == "JPEG":
+                im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                im.load()
+        return None
+    except DataError as e:
+        return str(e)
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        return f"corrupt or unreadable image: {path} ({e})"
+
+
+def unreadable_images(dataset: "FileListDataset", split: str, workers: int = 8, shard: tuple[int, int] = (0, 1),
+                      say: Callable[[str], None] = print, every: int = 20_000) -> list[str]:
+    """Decode the images of a split once (``shard`` = (rank, world size): every world-size-th file
+    from rank's), in a thread pool (PIL's decoders release the GIL): the reasons of the files that
+    fail, a progress line per ``every`` files."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    paths = dataset.paths[shard[0]::shard[1]]
+    bad: list[str] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for i, problem in enumerate(pool.map(lambda p: _decodes(p, dataset.max_pixels), paths, chunksize=64), 1):
+            if problem is not None:
+                bad.append(problem)
+            if i % every == 0 and i < len(paths):
+                say(f"tailcon: checking the {split} images: {i}/{len(paths)}")
+    return bad
+
+
+def raise_unreadable(bad: Sequence[str], total_bad: int, n: int, split: str) -> None:
+    """The :class:`DataError` for ``total_bad`` of ``n`` images of a split that cannot be read
+    (``bad``: the reasons this process found; the others name theirs)."""
+    if not total_bad:
+        return
+    shown = "; ".join(bad[:5]) + (f"; and {total_bad - min(len(bad), 5)} more" if total_bad > min(len(bad), 5) else "")
+    raise DataError(f"{total_bad} of the {n} {split} images cannot be read: {shown or 'named by the other processes'}. "
+                    "Fix or remove them and run again (every split is checked before training; "
+                    "data.check_images=false skips the check)")
+
+
+def check_images(dataset: "FileListDataset", split: str, workers: int = 8, say: Callable[[str], None] = print,
+                 every: int = 20_000) -> None:
+    """Decode every image of a split once before training starts, so a bad file is found in
+    seconds, not after an epoch: :class:`DataError` naming how many files fail and the first few."""
+    bad = unreadable_images(dataset, split, workers, say=say, every=every)
+    raise_unreadable(bad, len(bad), len(dataset.paths), split)
+
+
 def check_labels(targets: np.ndarray, num_classes: int, where: str) -> None:
     if len(targets) == 0:
         return

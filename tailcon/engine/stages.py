@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .. import config, distributed, resolution
+from ..data import DataError
 from ..methods import get_method
 from .context import RunContext
 from .device import resolve_amp, resolve_device
@@ -160,8 +161,14 @@ def train(cfg: dict[str, Any]) -> dict[str, Any]:
                     return result
                 return _train_stages(RunContext(cfg, device, amp, None, lock), stages)
             except Exception as e:
+                if isinstance(e, DataError) and any(d.checkpoint("last").is_file()
+                                                    for d in RunDir(cfg["run_dir"]).stage_dirs()):
+                    e = DataError(f"{e}. Once the data is fixed, tailcon train resume={cfg['run_dir']} continues the "
+                                  "run from its last checkpoint")
                 if log is not None:  # the error the command line prints, in the run's log too
                     log.write(f"tailcon: error: {type(e).__name__}: {e}\n")
+                if isinstance(e, DataError):
+                    raise e from None
                 raise
     except BaseException:
         if not cfg["resume"] and distributed.is_main_process():

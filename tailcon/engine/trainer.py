@@ -20,7 +20,8 @@ import torch
 from .. import config, distributed
 from ..resolution import schedule_keys, schedule_warnings
 from ..errors import TailconError
-from ..data import EpochSampler, build_data, build_eval_transform, build_train_transform
+from ..data import EpochSampler, FileListDataset, build_data, build_eval_transform, build_train_transform
+from ..data.datasets import raise_unreadable, unreadable_images
 from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
 from ..models import check_input_size
@@ -102,6 +103,13 @@ class Trainer:
         data = build_data(self.cfg)
         if resume_from is not None:
             check_same_data(resume_from, data)
+        if self.cfg["data"]["check_images"]:  # before the run writes anything; each process checks its share
+            for split, dataset in (("train", data.train), ("val", data.val), ("test", data.test)):
+                if isinstance(dataset, FileListDataset):
+                    bad = unreadable_images(dataset, split, workers=max(2, int(self.cfg["data"]["num_workers"])),
+                                            shard=(self.rank, self.world_size), say=self.log)
+                    total = int(distributed.sum_over_ranks(torch.tensor(len(bad))))
+                    raise_unreadable(bad, total, len(dataset.paths), split)
         eval_tf = build_eval_transform(data.info)
         data.test.transform = eval_tf
         if data.val is not None:

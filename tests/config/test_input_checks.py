@@ -177,10 +177,12 @@ def test_an_evaluation_failure_loses_no_training_and_resume_evaluates_that_epoch
     good = (root / "test" / "a" / "0.png").read_bytes()
     (root / "test" / "a" / "0.png").write_bytes(b"broken")
     run = tmp_path / "run"
+    # the image breaks while the run trains (the check before the first step is off to stage that)
     common = ["data.name=folder", f"data.root={root}", "data.image_size=8", "data.batch_size=2", "data.num_workers=0",
-              "train.epochs=2", "train.eval_every=1", *FAST]
+              "train.epochs=2", "train.eval_every=1", "data.check_images=false", *FAST]
     assert main(["train", f"run_dir={run}", *common]) == 2
-    assert "corrupt or unreadable image" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "corrupt or unreadable image" in err and f"tailcon train resume={run} continues the run" in err
     saved = load_checkpoint(run)
     assert saved["epoch"] == 1 and saved["pending_eval"]["epoch"] == 1, "the epoch's training was kept"
     (root / "test" / "a" / "0.png").write_bytes(good)
@@ -251,3 +253,18 @@ def test_a_key_in_the_wrong_section_names_its_file_and_the_same_leaf_elsewhere(t
         resolution.resolve(child)
     with pytest.raises(config.ConfigError, match=r"'train.lr' \(did you mean 'optim.lr'\?\)"):
         resolution.resolve(None, ["train.lr=0.1"])
+
+
+def test_a_corrupt_image_in_any_split_is_found_before_the_first_step_and_leaves_nothing(tmp_path, capsys):
+    root = write_image_folder(tmp_path / "data", {"train": {"a": 3, "b": 2}, "test": {"a": 2, "b": 1}})
+    (root / "test" / "b" / "0.png").write_bytes(b"broken")
+    png = (root / "test" / "a" / "1.png").read_bytes()
+    (root / "test" / "a" / "1.png").write_bytes(png[: len(png) // 2])  # cut short
+    run = tmp_path / "run"
+    args = ["train", f"run_dir={run}", "data.name=folder", f"data.root={root}", "data.image_size=8",
+            "data.batch_size=2", *FAST]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 3 test images cannot be read" in err and str(root / "test" / "b" / "0.png") in err
+    assert str(root / "test" / "a" / "1.png") in err and "data.check_images=false" in err
+    assert not run.exists(), "refused before the run wrote anything"
