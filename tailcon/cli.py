@@ -4,28 +4,21 @@
 from __future__ import annotations
 
 import argparse
-import inspect
 import re
 import sys
 from importlib import resources
 from pathlib import Path
 from typing import Optional, Sequence
 
-from . import config, resolution
+from . import config
+from .defaults import (BENCH_STEPS, BENCH_WARMUP, CORRUPTION_MAX_IMAGES, CORRUPTION_SEVERITIES, EXPORT_FORMATS,
+                       REPORT_TSNE_POINTS)
 from .errors import TailconError
-from .inference.artifacts import FORMATS
-from .rundir import RunDirError
-from .tools.bench import run_bench
-from .tools.report import write_report
-from .tools.robustness import evaluate_corruptions
-from .tools.tau_norm import parse_tau
+
+# torch and everything that needs it are imported by the commands that use them, so that --help,
+# --version, configs and config-file errors answer at once
 
 EMBEDDED_DEFAULT = "digits_lt.yaml"
-
-
-def default_of(function, argument: str):
-    """The default of ``function``'s ``argument``: the command line states none of its own."""
-    return inspect.signature(function).parameters[argument].default
 
 
 def positive_int(text: str) -> int:
@@ -67,8 +60,9 @@ def _split_args(items: Sequence[str]) -> tuple[Optional[str], list[str]]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from . import resolution
     from .engine import train
-    from .rundir import run_to_resume
+    from .rundir import RunDirError, run_to_resume
 
     path, overrides = _split_args(args.args)
     if args.no_progress:
@@ -93,6 +87,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from .tools.evaluate import evaluate_checkpoint
+    from .tools.robustness import evaluate_corruptions
+    from .tools.tau_norm import parse_tau
 
     if args.corruptions:
         if args.overrides:
@@ -110,7 +106,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
-    from .tools.bench import format_bench
+    from . import resolution
+    from .tools.bench import format_bench, run_bench
 
     path, overrides = _split_args(args.args)
     cfg = resolution.resolve(path or str(embedded_config_path()), overrides)
@@ -241,6 +238,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
+    from .tools.report import write_report
 
     out = args.out or (str(Path(args.runs[0]) / "report") if len(args.runs) == 1 else "report")
     page = write_report(args.runs, out, tsne_points=args.tsne_points, model_figures=not args.no_model,
@@ -287,6 +285,7 @@ def cmd_configs(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
+    from . import resolution
     from .engine.device import resolve_amp, resolve_device
 
     path, overrides = _split_args(args.args)
@@ -330,9 +329,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "--baseline, CE per corruption and mCE; writes corruptions-<checkpoint>.json")
     e.add_argument("--baseline", default=None, metavar="RUN_DIR", help="the run mCE is relative to (e.g. a CE run)")
     e.add_argument("--corruption-names", nargs="+", default=None, metavar="NAME", help="default: all")
-    e.add_argument("--severities", type=int, nargs="+", default=list(default_of(evaluate_corruptions, "severities")),
+    e.add_argument("--severities", type=int, nargs="+", default=list(CORRUPTION_SEVERITIES),
                    choices=range(1, 6), metavar="{1..5}")
-    e.add_argument("--max-images", type=non_negative_int, default=default_of(evaluate_corruptions, "max_images"),
+    e.add_argument("--max-images", type=non_negative_int, default=CORRUPTION_MAX_IMAGES,
                    help="CIFAR-scale: corrupt this many test images (seeded subset; 0: all; default %(default)s)")
     e.add_argument("--imagenet-c", default=None, metavar="ROOT", help="ImageNet-C folder for file datasets")
     e.add_argument("--cifar-c", default=None, metavar="ROOT",
@@ -353,9 +352,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "prints the ratio; --json adds one JSON line with images_per_s, "
                                    "reference_images_per_s, ratio, peak_memory_mb")
     b.add_argument("args", nargs="*", metavar="CONFIG|key=value")
-    b.add_argument("--steps", type=positive_int, default=default_of(run_bench, "steps"),
+    b.add_argument("--steps", type=positive_int, default=BENCH_STEPS,
                    help="timed steps (default %(default)s)")
-    b.add_argument("--warmup", type=non_negative_int, default=default_of(run_bench, "warmup"),
+    b.add_argument("--warmup", type=non_negative_int, default=BENCH_WARMUP,
                    help="untimed steps first (default %(default)s)")
     b.add_argument("--json", action="store_true", help="last line: the result as one JSON object")
     b.add_argument("--no-reference", action="store_true", help="skip the reference pipeline")
@@ -398,13 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("--device", default=None)
     em.set_defaults(func=cmd_embed)
     x = sub.add_parser("export", help="a standalone inference artifact: safetensors, TorchScript, pt2 (torch.export) or ONNX",
-                       description=f"tailcon export RUN_DIR_OR_CHECKPOINT --format {'|'.join(FORMATS)} "
+                       description=f"tailcon export RUN_DIR_OR_CHECKPOINT --format {'|'.join(EXPORT_FORMATS)} "
                                    "[--out FILE]: backbone + classifier + normalisation (no optimizer state), with "
                                    "the classes and preprocessing in the file's metadata. Default FILE: "
                                    "RUN_DIR/export/<checkpoint>.<format suffix>; an existing file is refused "
                                    "unless --force. Needs pip install \"tailcon[export]\" for safetensors/onnx.")
     x.add_argument("path", metavar="RUN_DIR_OR_CHECKPOINT")
-    x.add_argument("--format", required=True, choices=FORMATS,
+    x.add_argument("--format", required=True, choices=EXPORT_FORMATS,
                    help="pt2: torch.export, the successor of the deprecated TorchScript")
     x.add_argument("--out", default=None, metavar="FILE")
     x.add_argument("--checkpoint", choices=("last", "best"), default="last")
@@ -416,7 +415,7 @@ def build_parser() -> argparse.ArgumentParser:
                                     "t-SNE of test features (these two re-run the test set: the data must be there)")
     rp.add_argument("runs", nargs="+", metavar="RUN_DIR")
     rp.add_argument("--out", default=None, help="default: RUN_DIR/report for one run, ./report for several")
-    rp.add_argument("--tsne-points", type=non_negative_int, default=default_of(write_report, "tsne_points"),
+    rp.add_argument("--tsne-points", type=non_negative_int, default=REPORT_TSNE_POINTS,
                     help="default %(default)s")
     rp.add_argument("--no-model", action="store_true", help="only the figures from logs (no test-set pass)")
     rp.add_argument("--device", default=None)
@@ -444,6 +443,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _run_dir_error() -> tuple[type, ...]:
+    """The run directory's error type, which imports nothing of tailcon's and so is no
+    :class:`TailconError`; () while its module is not loaded (then none was raised)."""
+    rundir = sys.modules.get(f"{__package__}.rundir")
+    return (rundir.RunDirError,) if rundir is not None else ()
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args, rest = parser.parse_known_args(argv)
@@ -456,7 +462,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.func(args)
-    except (TailconError, RunDirError) as e:  # the project's own errors say what is wrong; anything else is a bug
+    except (TailconError, *_run_dir_error()) as e:  # the project's own errors say what is wrong; anything else is a bug
         print(f"tailcon: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

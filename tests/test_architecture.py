@@ -15,7 +15,7 @@ PACKAGE = REPO / "tailcon"
 
 # unit -> layer, as docs/architecture.md draws them (0 at the bottom)
 LAYERS = {
-    "rundir": 0, "distributed": 0, "plugins": 0, "errors": 0,
+    "rundir": 0, "distributed": 0, "plugins": 0, "errors": 0, "defaults": 0,
     "config": 1,
     "data": 2, "losses": 2, "memory": 2,
     "models": 3,

@@ -25,6 +25,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ..config import ConfigError
+from ..defaults import CORRUPTION_SEVERITIES
 
 FAMILIES: dict[str, tuple[str, ...]] = {
     "noise": ("gaussian_noise", "shot_noise", "impulse_noise"),
@@ -32,7 +33,7 @@ FAMILIES: dict[str, tuple[str, ...]] = {
     "weather": ("snow", "frost", "fog"),  # frost overlays photographs of frost: released arrays only
     "digital": ("brightness", "contrast", "elastic_transform", "pixelate", "jpeg_compression"),
 }
-SEVERITIES = (1, 2, 3, 4, 5)
+SEVERITIES = CORRUPTION_SEVERITIES
 
 Rng = np.random.Generator
 

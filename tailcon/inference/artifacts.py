@@ -20,9 +20,10 @@ from torch import nn
 
 from .. import config
 from ..errors import TailconError
+from ..defaults import EXPORT_FORMATS
 from ..models import build_backbone, build_classifier
 
-FORMATS = ("safetensors", "torchscript", "onnx", "pt2")
+FORMATS = EXPORT_FORMATS
 SUFFIX = {"safetensors": ".safetensors", "torchscript": ".torchscript.pt", "onnx": ".onnx", "pt2": ".pt2"}
 # formats whose loading can run code stored in the file (TorchScript programs; pickles inside a .pt2)
 NEEDS_TRUST = ("torchscript", "pt2")

@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..defaults import BENCH_STEPS, BENCH_WARMUP
 from ..engine.device import autocast_context
 from ..engine.trainer import Trainer
 from ..config import ConfigError
@@ -101,7 +102,8 @@ def measure_in_subprocess(cfg: dict[str, Any], steps: int, warmup: int, env: dic
             return json.load(f)
 
 
-def run_bench(cfg: dict[str, Any], steps: int = 20, warmup: int = 3, reference: bool = True) -> dict[str, Any]:
+def run_bench(cfg: dict[str, Any], steps: int = BENCH_STEPS, warmup: int = BENCH_WARMUP,
+              reference: bool = True) -> dict[str, Any]:
     from .. import config
 
     cfg = copy.deepcopy(cfg)

@@ -20,6 +20,7 @@ from .. import config
 from ..engine.logging import read_metrics
 from ..engine.metrics import FEW_THRESHOLD, MANY_THRESHOLD, format_pct, shot_groups
 from ..rundir import RunDir
+from ..defaults import REPORT_TSNE_POINTS
 from .compare import recalled
 
 GROUP_COLOURS = {"many": "#1f77b4", "medium": "#ff7f0e", "few": "#d62728"}
@@ -334,7 +335,7 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: int = 2000,
+def write_report(run_dirs: Sequence[str], out: str | os.PathLike, tsne_points: int = REPORT_TSNE_POINTS,
                  model_figures: bool = True, device: Optional[str] = None) -> Path:
     out = Path(out)
     say(f"tailcon report: reading {len(run_dirs)} run(s)")

@@ -21,6 +21,7 @@ APPROXIMATION = ("on-the-fly approximation of CIFAR-C (tailcon.data.corruptions:
                  "released arrays that papers report; give --cifar-c ROOT for those")
 from ..config import ConfigError
 from ..data import DataError
+from ..defaults import CORRUPTION_MAX_IMAGES, CORRUPTION_SEVERITIES
 from ..rundir import RunDir, write_shown_figures
 
 
@@ -137,7 +138,8 @@ def format_table(summary: dict[str, Any], title: str) -> str:
 
 
 def evaluate_corruptions(run: str, baseline: Optional[str] = None, names: Optional[Sequence[str]] = None,
-                         severities: Sequence[int] = SEVERITIES, max_images: Optional[int] = 1000, seed: int = 0,
+                         severities: Sequence[int] = CORRUPTION_SEVERITIES,
+                         max_images: Optional[int] = CORRUPTION_MAX_IMAGES, seed: int = 0,
                          imagenet_c: Optional[str] = None, device: Optional[str] = None,
                          cifar_c: Optional[str] = None) -> dict[str, Any]:
     from ..inference import load

@@ -154,3 +154,18 @@ def _with_configs(parser, fn):
     for action in parser._subparsers._group_actions:
         action.choices["configs"].set_defaults(func=fn)
     return parser
+
+
+def test_help_version_configs_and_config_file_errors_start_without_importing_torch(tmp_path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [1\n")
+    probe = ("import sys\nfrom tailcon.cli import main\n"
+             "for argv in (['--help'], ['train', '--help'], ['export', '--help'], ['--version'], ['configs']):\n"
+             "    try:\n        main(argv)\n    except SystemExit:\n        pass\n"
+             "print('TORCH' if 'torch' in sys.modules else 'NO TORCH')\n")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120).stdout
+    assert out.strip().endswith("NO TORCH"), out[-500:]
+    assert "pt2" in out and "cifar10_lt/ldam_drw" in out
