@@ -293,9 +293,10 @@ def cmd_config(args: argparse.Namespace) -> int:
     cfg = resolution.resolve(path, overrides)
     resolve_amp(resolve_device(cfg["device"]), cfg["train"]["amp"])  # as tailcon train checks before it starts
     if args.sources:
-        from .tools.sources import sources_table
+        from .tools.sources import TAG_LEGEND, sources_table
 
         print(sources_table(path, overrides))
+        print("\n" + TAG_LEGEND.replace("**", ""))
     else:
         print(f"# tailcon config {' '.join(args.args)}: what RUN_DIR/config.yaml will hold"
               + ("; run_dir null = runs/<date>-<name>" if cfg["run_dir"] is None else ""))

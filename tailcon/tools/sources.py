@@ -137,6 +137,18 @@ def shipped_configs() -> list[tuple[str, Path]]:
     return [(f"{p.parent.name}/{p.stem}", p) for p in sorted(root.glob("*/*.yaml"))]
 
 
+TAG_LEGEND = """\
+The tag in brackets says what kind of source a value has: **[code]**: the authors' released code or
+scripts (**[G-code ...]** / **[P-code ...]**: the GPaCo / PaCo code, dvlab-research/Parametric-Contrastive-Learning,
+the file named); **[README]**: the authors' README; **[PAPER-v]**: a paper's table, checked against a
+second source; **[PAPER-r]**: a paper's figure or wording recalled, not checked against the PDF;
+**[3P]**: a third-party code's recipe (named); **[recalled]**: a baseline's original paper or code,
+from memory; **[protocol]**: the dataset's usual evaluation protocol; **[eval cadence]**: how often
+evaluation runs (changes no weight); **[unrecovered]**: the authors released no value for it;
+**[ASSUME]**: chosen here where no source gives the value (the config's header says why). *tailcon
+default*: no file sets the key; the note beside it is the comment next to the default in the code."""
+
+
 def sources_table(path: str | Path, overrides: Sequence[str] = ()) -> str:
     """A Markdown table: key | value | source | set in."""
     rows = ["| key | value | source | set in |", "|---|---|---|---|"]

@@ -88,3 +88,18 @@ def test_the_user_documents_cite_no_unshipped_specification():
                 "docs/architecture.md"):
         text = (REPO / doc).read_text()
         assert not re.search(r"\bspec\b|shared/spec", text), f"{doc} cites the unshipped specification"
+
+
+def test_the_source_tags_have_one_legend_where_they_are_printed(capsys):
+    from tailcon.cli import main
+    from tailcon.tools.sources import TAG_LEGEND
+
+    assert main(["config", "cifar10_lt/bcl", "--sources"]) == 0
+    assert TAG_LEGEND.replace("**", "") in capsys.readouterr().out
+    assert TAG_LEGEND in (REPO / "docs" / "hyperparameters.md").read_text()
+    assert TAG_LEGEND in (REPO / "tailcon" / "configs" / "README.md").read_text()
+    tags = set()
+    for path in (REPO / "tailcon" / "configs").rglob("*.yaml"):
+        tags |= set(re.findall(r"\[([A-Za-z][A-Za-z0-9-]*)[\] ]", path.read_text()))
+    for tag in tags - {"recalled from the paper"}:
+        assert f"[{tag}" in TAG_LEGEND, f"the tag [{tag}] used by a config is not in the legend"
