@@ -87,7 +87,10 @@ def write_analysis(run_dirs: Sequence[str], out: str | os.PathLike, device: Opti
 def format_analysis(results: dict[str, dict]) -> str:
     fmt = lambda v: "-" if v is None else f"{v:.3f}"
     head = f"{'run':28s} {'simplex':>8s} {'NC1 tr':>8s} {'align':>7s} {'unif':>7s} {'kNN':>7s}  kNN many/med/few"
-    lines = [head]
+    legend = ("simplex: distance of the class means from a regular simplex (lower: closer); NC1 tr: within- over "
+              "between-class variability, training split (lower: more collapsed); align: distance of same-class "
+              "pairs (lower: tighter); unif: uniformity (lower: more spread); kNN: top-1 % (higher: better)")
+    lines = [legend, head]
     for label, r in results.items():
         k = r["knn_top1"]
         lines.append(f"{label[:28]:28s} {fmt(r['simplex_distance']):>8s} {fmt(r['nc1']['train']):>8s} "
@@ -109,7 +112,13 @@ def _plot(results: dict[str, dict], out: Path) -> None:
         cos = np.asarray(r["mean_cosine"])[np.ix_(order, order)]
         im = ax.imshow(cos, vmin=-1, vmax=1, cmap="coolwarm")
         ax.set_title(f"{label}\nsimplex distance {r['simplex_distance']:.3f}", fontsize=9)
-        ax.set_xlabel("class (most images first)")
+        ax.set_xlabel("class (most training images first)")
+        if len(order) <= 30:  # names fit: label the classes by name
+            names = [str(r["classes"][i]) if r.get("classes") else str(i) for i in order]
+            ax.set_xticks(range(len(order)))
+            ax.set_xticklabels(names, rotation=90, fontsize=6)
+            ax.set_yticks(range(len(order)))
+            ax.set_yticklabels(names, fontsize=6)
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="cosine of centred class means")
     fig.savefig(out / "class_mean_cosines.png", dpi=120, bbox_inches="tight")
     plt.close(fig)

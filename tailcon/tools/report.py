@@ -154,22 +154,33 @@ def plot_reliability(runs, path: Path) -> None:
     """Reliability diagram: accuracy against mean confidence per confidence bin of the final
     epoch's test predictions (the diagonal is perfect calibration), ECE in the legend."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 5))
+    fig, (ax, counts_ax) = plt.subplots(2, 1, figsize=(5.5, 6.4), sharex=True, gridspec_kw={"height_ratios": (3, 1)})
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="perfect calibration")
-    for run, colour in zip(runs, _colours(len(runs))):
-        rel = run["results"].get("reliability")
-        if not rel:
-            continue
-        pts = [(c, a) for c, a in zip(rel["confidence"], rel["accuracy"]) if c is not None]
+    shown = [run for run in runs if run["results"].get("reliability")]
+    width = 1 / 15 / max(1, len(shown))
+    for i, (run, colour) in enumerate(zip(shown, _colours(len(shown)))):
+        rel = run["results"]["reliability"]
+        counts = rel.get("count") or [None] * len(rel["confidence"])
+        # empty bins are left out; a marker's area grows with its bin's images, so a bin of a few
+        # images does not look as meaningful as one of thousands
+        pts = [(c, a, n) for c, a, n in zip(rel["confidence"], rel["accuracy"], counts) if c is not None and n != 0]
         ece = (run["results"].get("ece") or {}).get("overall")
-        ax.plot([c for c, _ in pts], [a for _, a in pts], marker="o", ms=3, color=colour,
+        total = sum(n for _, _, n in pts if n) or 1
+        ax.plot([c for c, _, _ in pts], [a for _, a, _ in pts], color=colour, lw=1,
                 label=f"{run['label']} (ECE {format_pct(ece)})")
-    ax.set_xlabel("mean confidence (softmax probability of the prediction)")
+        ax.scatter([c for c, _, _ in pts], [a for _, a, _ in pts], color=colour, zorder=3,
+                   s=[8 + 400 * (n or 0) / total for _, _, n in pts])
+        if rel.get("count"):
+            lefts = np.arange(len(rel["count"])) / len(rel["count"])
+            counts_ax.bar(lefts + i * width, rel["count"], width=width, align="edge", color=colour)
+    counts_ax.set_yscale("log")
+    counts_ax.set_ylabel("images per bin")
+    counts_ax.set_xlabel("mean confidence (softmax probability of the prediction)")
     ax.set_ylabel("accuracy")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
     ax.legend(fontsize=7, loc="upper left")
-    ax.set_title("Reliability (final epoch, test split, 15 bins)")
+    ax.set_title("Reliability (final epoch, test split, 15 bins)\nmarker area: images in the bin", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -73,3 +73,22 @@ def test_analyze_one_run_and_two_side_by_side(tmp_path, capsys):
     assert len(both) == 2 and {r["method"] for r in both.values()} == {"logit_adjusted", "ce"}
     assert (tmp_path / "both" / "class_mean_cosines.png").stat().st_size > 0
     assert "simplex" in capsys.readouterr().out
+
+
+def test_the_class_cosine_figure_names_classes_and_the_table_says_which_way_is_better(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from tailcon.tools import analyze
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    result = {"train_counts": [5, 50, 20], "classes": ["cat", "dog", "eel"], "mean_cosine": [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]],
+              "simplex_distance": 0.1, "feature_norm_per_class": [1.0, 2.0, 3.0], "weight_norm_per_class": [1, 1, 1],
+              "nc1": {"train": 0.5}, "alignment": 0.2, "uniformity": -1.0,
+              "knn_top1": {"top1": 50.0, "many": None, "medium": 40.0, "few": 60.0}}
+    analyze._plot({"run": result}, tmp_path)
+    heatmap = saved[0].axes[0]
+    assert [t.get_text() for t in heatmap.get_xticklabels()] == ["dog", "eel", "cat"], "by name, most images first"
+    text = analyze.format_analysis({"run": result})
+    assert "simplex: distance of the class means from a regular simplex (lower: closer)" in text
+    assert "kNN: top-1 % (higher: better)" in text

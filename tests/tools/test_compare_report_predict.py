@@ -305,3 +305,26 @@ def test_compare_reads_existing_runs_groups_seeds_and_separates_other_recipes(tm
     assert f"{runs / 'a0'} is a directory that holds no run" in capsys.readouterr().err
     assert main(["compare", str(runs / "a0" / "run"), "train.epochs=3", "--out", str(out)]) == 2
     assert "either run directories" in capsys.readouterr().err
+
+
+def test_the_reliability_diagram_hides_empty_bins_and_shows_how_many_images_each_holds(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from tailcon.tools import report
+
+    saved = []
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", lambda fig, *a, **k: saved.append(fig))
+    count = [0] * 15
+    count[3], count[14] = 2, 998
+    conf = [None] * 15
+    acc = [None] * 15
+    conf[3], acc[3], conf[14], acc[14] = 0.22, 0.0, 0.98, 0.97
+    run = {"label": "r", "results": {"reliability": {"count": count, "confidence": conf, "accuracy": acc},
+                                    "ece": {"overall": 1.0}}}
+    report.plot_reliability([run], tmp_path / "rel.png")
+    curve_ax, counts_ax = saved[0].axes
+    (points,) = curve_ax.collections
+    assert len(points.get_offsets()) == 2, "empty bins are not drawn"
+    small, large = points.get_sizes()
+    assert large > 50 * small / 10 and small < 10, "marker area follows the bin's images"
+    assert sorted(round(p.get_height()) for p in counts_ax.patches if p.get_height() > 0) == [2, 998]
