@@ -118,6 +118,8 @@ SCHEMA: tuple[Key, ...] = (
             "it, else reference; device | reference force one (tailcon.data.loaders). Not resume-safe: the two "
             "draw different augmentations"),
     Key("data.num_workers", 2, integer(0), PLUMBING, resume_safe=True),
+    Key("data.allow_overlap", False, None, PLUMBING, resume_safe=True,
+        doc="true: images found in both the training and an evaluation split (by content) are intended; no warning"),
     Key("data.check_images", True, None, PLUMBING, resume_safe=True,
         doc="decode every image file of every split once before training (a thread pool; a line per 20,000 "
             "images), so a corrupt file is an error before the first step; false: skip it, for data you checked"),

@@ -7,6 +7,7 @@ tensors, which the default collate turns into a list of batches.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import warnings
 from pathlib import Path
@@ -36,12 +37,14 @@ class DataError(TailconError, ValueError):
         super().__init__(message)
 
 
-def open_checked(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS) -> Image.Image:
+def open_checked(path, max_pixels: Optional[int] = Image.MAX_IMAGE_PIXELS, name: Optional[str] = None) -> Image.Image:
     """Open an image file lazily (header only) after checking its size against ``max_pixels``
     (None: no limit); a missing, corrupt or too large file is a :class:`DataError` naming it.
 
     PIL's own guard is off while the header is read (this check replaces it, with the file
-    named and the user's limit) and is restored right after, so other readers keep theirs."""
+    named and the user's limit) and is restored right after, so other readers keep theirs.
+    ``path`` may be an open file; ``name`` is then what the messages call it."""
+    shown = name or path
     try:
         pil_limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
         try:
@@ -49,13 +52,13 @@ def open_checked(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_
         finally:
             Image.MAX_IMAGE_PIXELS = pil_limit
     except FileNotFoundError:
-        raise DataError(f"image file not found: {path}") from None
+        raise DataError(f"image file not found: {shown}") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
+        raise DataError(f"corrupt or unreadable image: {shown} ({e})") from None
     w, h = im.size
     if max_pixels is not None and w * h > max_pixels:
         im.close()
-        raise DataError(f"image too large: {path} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} "
+        raise DataError(f"image too large: {shown} is {w}x{h} = {w * h} pixels, over the limit of {max_pixels} "
                         "(data.max_image_pixels; raise it if the image is genuine)")
     return im
 
@@ -71,11 +74,30 @@ def open_rgb(path: str | os.PathLike, max_pixels: Optional[int] = Image.MAX_IMAG
             raise DataError(f"corrupt or unreadable image: {path} ({e})") from None
 
 
-def _decodes(path: str, max_pixels: Optional[int]) -> Optional[str]:
-    """None when the whole file decodes, else the reason. JPEGs decode at reduced scale
-    (``draft``): every byte of the entropy-coded data is still read, so a cut-off file fails."""
+def image_digest(data: bytes) -> bytes:
+    """The digest that identifies an image's content (its file's bytes, or its pixels)."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
+def _decodes(path: str, max_pixels: Optional[int]) -> tuple[Optional[str], Optional[bytes]]:
+    """(None when the whole file decodes, else the reason; a digest of the file's bytes). JPEGs
+    decode at reduced scale (``draft``): every byte of the entropy-coded data is still read, so a
+    cut-off file fails. The file is read once, for both."""
     try:
-        with open_checked(path, max_pixels) as im:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return f"image file not found: {path}", None
+    except OSError as e:
+        return f"corrupt or unreadable image: {path} ({e})", None
+    return _decodes_bytes(path, data, max_pixels), image_digest(data)
+
+
+def _decodes_bytes(path: str, data: bytes, max_pixels: Optional[int]) -> Optional[str]:
+    import io
+
+    try:
+        with open_checked(io.BytesIO(data), max_pixels, name=str(path)) as im:
             if im.format == "JPEG":
                 im.draft("RGB", (max(1, im.size[0] // 8), max(1, im.size[1] // 8)))
             with warnings.catch_warnings():
@@ -88,22 +110,25 @@ def _decodes(path: str, max_pixels: Optional[int]) -> Optional[str]:
         return f"corrupt or unreadable image: {path} ({e})"
 
 
-def unreadable_images(dataset: "FileListDataset", split: str, workers: int = 8, shard: tuple[int, int] = (0, 1),
-                      say: Callable[[str], None] = print, every: int = 20_000) -> list[str]:
-    """Decode the images of a split once (``shard`` = (rank, world size): every world-size-th file
-    from rank's), in a thread pool (PIL's decoders release the GIL): the reasons of the files that
-    fail, a progress line per ``every`` files."""
+def scan_images(dataset: "FileListDataset", split: str, workers: int = 8, shard: tuple[int, int] = (0, 1),
+                say: Callable[[str], None] = print, every: int = 20_000) -> tuple[list[str], list[Optional[bytes]]]:
+    """Read and decode the images of a split once (``shard`` = (rank, world size): every
+    world-size-th file from rank's), in a thread pool (PIL's decoders release the GIL), a progress
+    line per ``every`` files: (the reasons of the files that fail, a content digest per file)."""
     from concurrent.futures import ThreadPoolExecutor
 
     paths = dataset.paths[shard[0]::shard[1]]
     bad: list[str] = []
+    digests: list[Optional[bytes]] = []
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for i, problem in enumerate(pool.map(lambda p: _decodes(p, dataset.max_pixels), paths, chunksize=64), 1):
+        for i, (problem, digest) in enumerate(pool.map(lambda p: _decodes(p, dataset.max_pixels), paths,
+                                                       chunksize=64), 1):
+            digests.append(digest)
             if problem is not None:
                 bad.append(problem)
             if i % every == 0 and i < len(paths):
                 say(f"tailcon: checking the {split} images: {i}/{len(paths)}")
-    return bad
+    return bad, digests
 
 
 def raise_unreadable(bad: Sequence[str], total_bad: int, n: int, split: str) -> None:
@@ -121,7 +146,7 @@ def check_images(dataset: "FileListDataset", split: str, workers: int = 8, say: 
                  every: int = 20_000) -> None:
     """Decode every image of a split once before training starts, so a bad file is found in
     seconds, not after an epoch: :class:`DataError` naming how many files fail and the first few."""
-    bad = unreadable_images(dataset, split, workers, say=say, every=every)
+    bad, _ = scan_images(dataset, split, workers, say=say, every=every)
     raise_unreadable(bad, len(bad), len(dataset.paths), split)
 
 

@@ -102,8 +102,10 @@ def environment(device: torch.device, world_size: int) -> dict[str, Any]:
     }
 
 
-def start_manifest(run: RunDir, *, device: torch.device, world_size: int, train, cls_num_list) -> None:
-    """Record this session's start (a new manifest, or a session appended on resume)."""
+def start_manifest(run: RunDir, *, device: torch.device, world_size: int, train, cls_num_list,
+                   overlap: Optional[dict[str, Any]] = None) -> None:
+    """Record this session's start (a new manifest, or a session appended on resume) and
+    ``overlap``: {split: {count, examples}} of evaluation images also in the training split."""
     session = {**environment(device, world_size), "start_time": _now(), "end_time": None}
     fingerprint = data_fingerprint(train, cls_num_list)
     old = read_manifest(run)
@@ -113,6 +115,8 @@ def start_manifest(run: RunDir, *, device: torch.device, world_size: int, train,
         manifest = {**old, "sessions": [*old.get("sessions", []), session]}
         if old.get("data_fingerprint") != fingerprint:  # resume checks counts; the samples may still differ
             manifest["data_fingerprint_on_resume"] = fingerprint
+    if overlap is not None:
+        manifest["train_overlap"] = overlap
     run.write_json(run.manifest, manifest)
 
 

@@ -21,7 +21,8 @@ from .. import config, distributed
 from ..resolution import schedule_keys, schedule_warnings
 from ..errors import TailconError
 from ..data import EpochSampler, FileListDataset, build_data, build_eval_transform, build_train_transform
-from ..data.datasets import raise_unreadable, unreadable_images
+from ..data.datasets import raise_unreadable, scan_images
+from ..data.overlap import find_overlap
 from ..data.loaders import GlobalBatches, seed_everything
 from ..methods import build_method
 from ..models import check_input_size
@@ -103,13 +104,21 @@ class Trainer:
         data = build_data(self.cfg)
         if resume_from is not None:
             check_same_data(resume_from, data)
+        digests = {}  # the check reads every file: its digests serve the overlap check (one process: all files)
         if self.cfg["data"]["check_images"]:  # before the run writes anything; each process checks its share
             for split, dataset in (("train", data.train), ("val", data.val), ("test", data.test)):
                 if isinstance(dataset, FileListDataset):
-                    bad = unreadable_images(dataset, split, workers=max(2, int(self.cfg["data"]["num_workers"])),
-                                            shard=(self.rank, self.world_size), say=self.log)
+                    bad, digests[split] = scan_images(dataset, split, workers=max(2, int(self.cfg["data"]["num_workers"])),
+                                                      shard=(self.rank, self.world_size), say=self.log)
                     total = int(distributed.sum_over_ranks(torch.tensor(len(bad))))
                     raise_unreadable(bad, total, len(dataset.paths), split)
+        self.overlap = find_overlap(data.train, {"val": data.val, "test": data.test},
+                                    digests if self.world_size == 1 else None) if self.is_main else {}
+        for split, found in self.overlap.items():
+            if found["count"] and not self.cfg["data"]["allow_overlap"]:
+                self.log(f"tailcon: warning: {found['count']} {split} images are also in the training split (same "
+                         f"content), e.g. {', '.join(found['examples'])}: every {split} figure of this run is "
+                         "inflated. Remove them from one split, or set data.allow_overlap=true if that is intended")
         eval_tf = build_eval_transform(data.info)
         data.test.transform = eval_tf
         if data.val is not None:
@@ -371,7 +380,7 @@ class Trainer:
             self.run.path.mkdir(parents=True, exist_ok=True)
             atomic_write_text(self.run.config, config.dump(cfg))
             start_manifest(self.run, device=self.device, world_size=self.world_size, train=self.data.train,
-                           cls_num_list=self.data.cls_num_list)
+                           cls_num_list=self.data.cls_num_list, overlap=self.overlap)
         logger = RunLogger(self.run.path, enabled=self.is_main, config=cfg)
         logger.truncate_after(self.start_epoch if self.pending is None else self.start_epoch - 1)
         selection = "val" if self.data.has_val else "test"
@@ -435,7 +444,7 @@ class Trainer:
         if final is None:  # resumed a run that had already finished
             final = self.evaluate("test")
         results = {**final, "split": "test", "checkpoint": self.run.checkpoint("last").name, "epoch": num_epochs,
-                   "best": self.best}
+                   "best": self.best, "train_overlap": self.overlap}
         rows = [(f"final epoch {num_epochs} (test)", final)]
         if self.ema is not None:
             results["ema"] = self.evaluate("test", self.ema.module)
