@@ -114,4 +114,4 @@ def test_the_command_line_offers_every_export_format():
     from tailcon import cli
     from tailcon.inference import artifacts as export
 
-    assert cli.FORMATS == export.FORMATS
+    assert cli.EXPORT_FORMATS == export.FORMATS == tuple(export.SUFFIX)
