@@ -12,7 +12,6 @@ from tailcon.models import PretrainedError, build_backbone, load_pretrained
 
 from conftest import tiny_cfg
 
-timm = pytest.importorskip("timm")
 
 
 def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
@@ -21,6 +20,7 @@ def _same(a: torch.nn.Module, b: torch.nn.Module) -> bool:
 
 
 def test_a_timm_model_trains_as_a_backbone_through_its_public_interface(tmp_path):
+    pytest.importorskip("timm", reason="timm is an optional extra: pip install 'tailcon[timm]'")
     backbone = build_backbone("timm:test_resnet")
     x = torch.rand(3, 3, 16, 16)
     m = backbone.model
@@ -34,6 +34,7 @@ def test_a_timm_model_trains_as_a_backbone_through_its_public_interface(tmp_path
 
 
 def test_timm_weights_load_with_the_classifier_skipped(tmp_path):
+    timm = pytest.importorskip("timm", reason="timm is an optional extra: pip install 'tailcon[timm]'")
     source = timm.create_model("test_resnet", pretrained=False, num_classes=7)
     torch.save(source.state_dict(), tmp_path / "w.pth")
     backbone = build_backbone("timm:test_resnet")
