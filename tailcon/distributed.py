@@ -90,16 +90,63 @@ def is_main_process() -> bool:
     return rank() == 0
 
 
+TORCHRUN_VARIABLES = ("RANK", "WORLD_SIZE", "LOCAL_RANK")
+
+
+def first_host(nodelist: str) -> str:
+    """The first host of a SLURM node list: ``node[03-05,9],gpu1`` -> ``node03`` (a range keeps
+    its zero padding; every bracket of the first name takes its first value)."""
+    depth, end = 0, len(nodelist)
+    for i, ch in enumerate(nodelist):  # the first name ends at the first comma outside brackets
+        depth += (ch == "[") - (ch == "]")
+        if ch == "," and depth == 0:
+            end = i
+            break
+    name = nodelist[:end].strip()
+    out, i = "", 0
+    while i < len(name):
+        if name[i] == "[":
+            close = name.index("]", i)
+            out += name[i + 1:close].split(",")[0].split("-")[0]
+            i = close + 1
+        else:
+            out += name[i]
+            i += 1
+    return out
+
+
+def slurm_environment(env) -> dict[str, str]:
+    """What torchrun would set, from SLURM's variables, for ``srun tailcon train ...`` (one task per
+    GPU, no torchrun): RANK, WORLD_SIZE, LOCAL_RANK from SLURM_PROCID, SLURM_NTASKS, SLURM_LOCALID;
+    MASTER_ADDR as set, else the first host of SLURM_JOB_NODELIST (SLURM_NODELIST); MASTER_PORT as
+    set, else 15000 + SLURM_JOB_ID mod 20000 (one port per job, the same on every node). Empty
+    under torchrun (its variables are set), outside SLURM, and for a one-task job."""
+    if any(k in env for k in TORCHRUN_VARIABLES) or "SLURM_PROCID" not in env:
+        return {}
+    tasks = int(env.get("SLURM_NTASKS") or env.get("SLURM_NPROCS") or 1)
+    if tasks <= 1:
+        return {}
+    nodelist = env.get("SLURM_JOB_NODELIST") or env.get("SLURM_NODELIST") or ""
+    addr = env.get("MASTER_ADDR") or (first_host(nodelist) if nodelist else "")
+    if not addr:
+        raise TailconError("a SLURM job of several tasks without MASTER_ADDR or SLURM_JOB_NODELIST: set MASTER_ADDR "
+                           "to the first node's address")
+    port = env.get("MASTER_PORT") or str(15000 + int(env.get("SLURM_JOB_ID", "0")) % 20000)
+    return {"RANK": env["SLURM_PROCID"], "WORLD_SIZE": str(tasks), "LOCAL_RANK": env.get("SLURM_LOCALID", "0"),
+            "MASTER_ADDR": addr, "MASTER_PORT": port}
+
+
 def init_from_env() -> bool:
-    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR, ...); NCCL with
-    one GPU per process (LOCAL_RANK) when CUDA is available, gloo otherwise. False when not
-    launched by torchrun with more than one process."""
+    """Join the process group torchrun describes (WORLD_SIZE, RANK, MASTER_ADDR, ...), or that a
+    SLURM job step of several tasks describes (:func:`slurm_environment`); NCCL with one GPU per
+    process (LOCAL_RANK) when CUDA is available, gloo otherwise. False for one process."""
+    os.environ.update(slurm_environment(os.environ))
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return False
     if not dist.is_initialized():
         cuda = torch.cuda.is_available()
         if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            torch.cuda.set_device(local_cuda_index())
         backend, timeout = "nccl" if cuda else "gloo", process_group_timeout()
         restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") or 0)
         if restart > 0:
@@ -112,6 +159,13 @@ def init_from_env() -> bool:
         else:
             dist.init_process_group(backend=backend, timeout=timeout)
     return True
+
+
+def local_cuda_index() -> int:
+    """This process's GPU: LOCAL_RANK, or 0 where the launcher gives each task only its own GPU
+    (srun --gpus-per-task / CUDA_VISIBLE_DEVICES per task: one visible device)."""
+    local, visible = int(os.environ.get("LOCAL_RANK", "0")), torch.cuda.device_count()
+    return local if local < visible else local % max(1, visible)
 
 
 def process_group_timeout() -> datetime.timedelta:
@@ -127,7 +181,7 @@ def process_group_timeout() -> datetime.timedelta:
 def local_device(name: str | None) -> torch.device | None:
     """Under torchrun with CUDA every process uses cuda:LOCAL_RANK."""
     if is_distributed() and name in (None, "auto", "cuda") and torch.cuda.is_available():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        return torch.device("cuda", local_cuda_index())
     return None
 
 

@@ -280,3 +280,58 @@ def test_a_restarted_worker_resumes_as_with_resume_auto(tmp_path, monkeypatch, c
     monkeypatch.setenv("TORCHELASTIC_RESTART_COUNT", "1")
     train(tiny_cfg(tmp_path, "train.max_steps_per_epoch=2", epochs=2))
     assert "resume=auto: continuing the run" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("nodelist, first", [("node01", "node01"), ("node[01-04]", "node01"),
+                                             ("node[03-05,9],gpu1", "node03"), ("rack1-gpu[005-010,012]", "rack1-gpu005"),
+                                             ("a1,a2", "a1"), ("n[1-2]-[07-08]", "n1-07")])
+def test_the_first_host_of_a_slurm_node_list(nodelist, first):
+    from tailcon.distributed import first_host
+
+    assert first_host(nodelist) == first
+
+
+def test_slurm_tasks_become_the_process_group_torchrun_would_describe():
+    from tailcon.distributed import slurm_environment
+
+    job = {"SLURM_PROCID": "5", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1", "SLURM_JOB_NODELIST": "gpu[12-13]",
+           "SLURM_JOB_ID": "123456"}
+    assert slurm_environment(job) == {"RANK": "5", "WORLD_SIZE": "8", "LOCAL_RANK": "1", "MASTER_ADDR": "gpu12",
+                                      "MASTER_PORT": str(15000 + 123456 % 20000)}
+    assert slurm_environment({**job, "MASTER_ADDR": "10.1.2.3", "MASTER_PORT": "29400"})["MASTER_ADDR"] == "10.1.2.3"
+    assert slurm_environment({**job, "SLURM_NTASKS": "1"}) == {}, "a one-task job stays one process"
+    assert slurm_environment({**job, "RANK": "5", "WORLD_SIZE": "8"}) == {}, "under torchrun, torchrun's variables"
+    assert slurm_environment({"PATH": "/bin"}) == {}
+
+
+@pytest.mark.slow
+def test_two_srun_style_tasks_train_the_same_weights_as_torchrun(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tailcon.cli import embedded_config_path
+
+    args = [str(embedded_config_path()), "train.epochs=1", "train.max_steps_per_epoch=3", "data.batch_size=32",
+            "data.pipeline=device", "model.sync_bn=true", "train.channels_last=false", "train.progress=false"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    base = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR",
+                                                             "MASTER_PORT")}
+    tasks = [subprocess.Popen([sys.executable, "-m", "tailcon", "train", *args, f"run_dir={tmp_path / 'srun'}"],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              env={**base, "OMP_NUM_THREADS": "1", "SLURM_PROCID": str(r), "SLURM_NTASKS": "2",
+                                   "SLURM_LOCALID": str(r), "SLURM_JOB_NODELIST": "localhost", "SLURM_JOB_ID": "7",
+                                   "MASTER_PORT": str(port), "TAILCON_DIST_TIMEOUT": "60"})
+             for r in (0, 1)]
+    outs = [t.communicate(timeout=300)[0] for t in tasks]
+    assert [t.returncode for t in tasks] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert "x 2 processes" in outs[0], "one run of two processes, not two one-process runs"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "tailcon",
+           "train", *args, f"run_dir={tmp_path / 'torchrun'}"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**base, "OMP_NUM_THREADS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = load_checkpoint(tmp_path / "srun" / "last.pt"), load_checkpoint(tmp_path / "torchrun" / "last.pt")
+    for key in b["model"]:
+        torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
