@@ -335,3 +335,29 @@ def test_two_srun_style_tasks_train_the_same_weights_as_torchrun(tmp_path):
     a, b = load_checkpoint(tmp_path / "srun" / "last.pt"), load_checkpoint(tmp_path / "torchrun" / "last.pt")
     for key in b["model"]:
         torch.testing.assert_close(a["model"][key], b["model"][key], rtol=0, atol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_two_torchrun_agents_on_one_machine_train_one_run_into_one_run_dir(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from tailcon.cli import embedded_config_path
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node", "1",
+           "--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-agents",
+           "-m", "tailcon", "train", str(embedded_config_path()), f"run_dir={run}", "train.epochs=1",
+           "train.max_steps_per_epoch=2", "train.progress=false"]
+    agents = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1", "TAILCON_DIST_TIMEOUT": "60"})
+              for _ in range(2)]
+    outs = [a.communicate(timeout=300)[0] for a in agents]
+    assert [a.returncode for a in agents] == [0, 0], outs[0][-2000:] + outs[1][-2000:]
+    assert sum(o.count("Results on the test split") for o in outs) == 1, "one run, reported once"
+    assert "x 2 processes" in "".join(outs)
+    assert (run / "results.json").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 1
