@@ -316,7 +316,7 @@ def specs_from_runs(paths: Sequence[str]) -> tuple[list[RunSpec], list[str]]:
             raise config.ConfigError(f"{d} is not a run directory (no config.yaml in it); tailcon compare takes "
                                      "run directories, or configs to train")
         cfg = config.complete(config.load_yaml(RunDir(d).config))
-        name = cfg.get("name") or Path(d).name
+        name = cfg["name"] or Path(d).name  # complete() gave every key, name included
         spec = RunSpec(name, str(RunDir(d).config), int(cfg["seed"]), Path(d), cfg)
         same_name = [g for g in groups if g[2][0].name == name]
         for row_name, first, specs in same_name:
