@@ -260,11 +260,13 @@ def table(sides: dict[str, list[dict[str, Any]]], names: Sequence[str], title: s
         va, vb = [r["per_class"][c] for r in a], [r["per_class"][c] for r in b]
         lines.append(f"| {names[c] if c < len(names) else c} | {_fmt(mean_std(va))} | {_fmt(mean_std(vb))} | "
                      f"{_diff(va, vb)} |")
-    gaps = [_mean_loss_gap(ra, rb) for ra, rb in zip(a, b)]
-    gaps = [g for g in gaps if g is not None]
+    by_seed = {r["seed"]: r for r in b}
+    gaps = [(ra["seed"], _mean_loss_gap(ra, by_seed[ra["seed"]])) for ra in a if ra["seed"] in by_seed]
+    gaps = [(seed, g) for seed, g in gaps if g is not None]
     if gaps:
-        lines += ["", f"Training loss, {a_name} - {b_name}, mean over the epochs and paired seeds: "
-                      f"{np.mean(gaps):+.3f} (per seed: {', '.join(f'{g:+.3f}' for g in gaps)})."]
+        lines += ["", f"Training loss, {a_name} - {b_name}, mean over the epochs of the runs of one seed: "
+                      f"{np.mean([g for _, g in gaps]):+.3f} (" + ", ".join(f"seed {seed}: {g:+.3f}" for seed, g in gaps)
+                  + ")."]
     return "\n".join(lines) + "\n"
 
 
