@@ -104,26 +104,36 @@ class Trainer:
         data = build_data(self.cfg)
         if resume_from is not None:
             check_same_data(resume_from, data)
-        digests = {}  # the check reads every file: its digests serve the overlap check (one process: all files)
-        if self.cfg["data"]["check_images"]:  # before the run writes anything; each process checks its share
+        # a run (not tailcon bench): every image readable before the first step, no test image in train
+        self.overlap = self._check_images(data) if self.run is not None else {}
+        eval_tf = build_eval_transform(data.info)
+        data.test.transform = eval_tf
+        if data.val is not None:
+            data.val.transform = eval_tf
+        return data
+
+    def _check_images(self, data) -> dict[str, Any]:
+        """Decode every image file of every split once (each process its share; an unreadable one
+        is an error before anything is written), then find the evaluation images whose content is
+        also in the training split (reusing the files' digests of that pass on one process);
+        returns {split: {count, examples}} and warns about each split that has any."""
+        digests = {}
+        if self.cfg["data"]["check_images"]:
             for split, dataset in (("train", data.train), ("val", data.val), ("test", data.test)):
                 if isinstance(dataset, FileListDataset):
                     bad, digests[split] = scan_images(dataset, split, workers=max(2, int(self.cfg["data"]["num_workers"])),
                                                       shard=(self.rank, self.world_size), say=self.log)
                     total = int(distributed.sum_over_ranks(torch.tensor(len(bad))))
                     raise_unreadable(bad, total, len(dataset.paths), split)
-        self.overlap = find_overlap(data.train, {"val": data.val, "test": data.test},
-                                    digests if self.world_size == 1 else None) if self.is_main else {}
-        for split, found in self.overlap.items():
+        if not self.is_main:
+            return {}
+        overlap = find_overlap(data.train, {"val": data.val, "test": data.test}, digests if self.world_size == 1 else None)
+        for split, found in overlap.items():
             if found["count"] and not self.cfg["data"]["allow_overlap"]:
                 self.log(f"tailcon: warning: {found['count']} {split} images are also in the training split (same "
                          f"content), e.g. {', '.join(found['examples'])}: every {split} figure of this run is "
                          "inflated. Remove them from one split, or set data.allow_overlap=true if that is intended")
-        eval_tf = build_eval_transform(data.info)
-        data.test.transform = eval_tf
-        if data.val is not None:
-            data.val.transform = eval_tf
-        return data
+        return overlap
 
     def _build_method(self, fresh: bool):
         """The method on the device, in the configured BatchNorm layout and trainable parts; a
