@@ -8,6 +8,7 @@ tensors, which the default collate turns into a list of batches.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import warnings
 from pathlib import Path
@@ -94,8 +95,6 @@ def _decodes(path: str, max_pixels: Optional[int]) -> tuple[Optional[str], Optio
 
 
 def _decodes_bytes(path: str, data: bytes, max_pixels: Optional[int]) -> Optional[str]:
-    import io
-
     try:
         with open_checked(io.BytesIO(data), max_pixels, name=str(path)) as im:
             if im.format == "JPEG":
@@ -140,14 +139,6 @@ def raise_unreadable(bad: Sequence[str], total_bad: int, n: int, split: str) -> 
     raise DataError(f"{total_bad} of the {n} {split} images cannot be read: {shown or 'named by the other processes'}. "
                     "Fix or remove them and run again (every split is checked before training; "
                     "data.check_images=false skips the check)")
-
-
-def check_images(dataset: "FileListDataset", split: str, workers: int = 8, say: Callable[[str], None] = print,
-                 every: int = 20_000) -> None:
-    """Decode every image of a split once before training starts, so a bad file is found in
-    seconds, not after an epoch: :class:`DataError` naming how many files fail and the first few."""
-    bad, _ = scan_images(dataset, split, workers, say=say, every=every)
-    raise_unreadable(bad, len(bad), len(dataset.paths), split)
 
 
 def check_labels(targets: np.ndarray, num_classes: int, where: str) -> None:
